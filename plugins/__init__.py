@@ -1,0 +1,1 @@
+"""Built-in plugins, one file each; loaded by path (see zoo.registry.discover)."""

@@ -1,0 +1,1 @@
+"""Built-in recipes (YAML), shipped with the package."""

@@ -1,0 +1,43 @@
+"""User-facing errors: one line, exit code 2, a traceback only with --debug."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+import sys
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+F = TypeVar("F", bound=Callable)
+
+
+class ZooError(Exception):
+    """A mistake in what the user gave us (recipe, plugin, path, file), not a bug."""
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """`" (did you mean X?)"` for the closest choice, or an empty string."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def debug_enabled(argv: list[str] | None = None) -> bool:
+    argv = sys.argv if argv is None else argv
+    return "--debug" in argv or os.environ.get("ZOO_DEBUG", "") not in ("", "0")
+
+
+def exit_on_user_error(main: F) -> F:
+    """Wrap a script's main(): a ZooError prints one line and exits 2 (`--debug` re-raises)."""
+
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except ZooError as e:
+            if debug_enabled():
+                raise
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapped  # type: ignore[return-value]

@@ -1,0 +1,287 @@
+"""Plugin registry: one `Registry` per kind, filled by `@register` in plugin files.
+
+A plugin is a class or factory whose signature is its schema. Some parameters are supplied
+by zoo itself (the *context*, e.g. an attention layer's `dim`); the rest come from the
+recipe, written as `name` or `{name: {param: value}}`, and are checked before construction.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.metadata
+import importlib.resources
+import importlib.util
+import inspect
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import ZooError, suggest
+
+# What zoo passes to each kind's plugins; a recipe may not set these.
+CONTEXT: dict[str, tuple[str, ...]] = {
+    "attention": ("dim", "heads", "layer", "depth", "qkv_bias", "attn_drop"),
+    "posemb": ("dim", "grid_size", "num_prefix_tokens"),
+    "augment": ("num_classes", "img_size"),
+    "visualizer": (),
+    "dataset": ("split", "img_size"),
+}
+KINDS = tuple(CONTEXT)
+
+
+@dataclass
+class Plugin:
+    """One registered plugin: what it is, where it came from, what it accepts."""
+
+    kind: str
+    name: str
+    obj: Callable[..., Any]
+    file: str
+    line: int
+
+    @property
+    def doc(self) -> str:
+        doc = inspect.getdoc(self.obj) or ""
+        return doc.strip().splitlines()[0] if doc.strip() else ""
+
+    @property
+    def signature(self) -> inspect.Signature:
+        return inspect.signature(self.obj)
+
+    def params(self) -> dict[str, inspect.Parameter]:
+        """Parameters a recipe may set (the context is zoo's, not the user's)."""
+        ctx = CONTEXT[self.kind]
+        return {
+            n: p
+            for n, p in self.signature.parameters.items()
+            if n not in ctx and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        }
+
+    def accepts_any(self) -> bool:
+        return any(p.kind == p.VAR_KEYWORD for p in self.signature.parameters.values())
+
+    def describe(self) -> dict[str, Any]:
+        params = {}
+        for n, p in self.params().items():
+            params[n] = None if p.default is p.empty else p.default
+        return {
+            "name": self.name,
+            "doc": self.doc,
+            "params": params,
+            "required": [n for n, p in self.params().items() if p.default is p.empty],
+            "file": self.file,
+        }
+
+
+class Registry:
+    """The plugins of one kind, by name."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.plugins: dict[str, Plugin] = {}
+
+    def add(self, plugin: Plugin) -> None:
+        old = self.plugins.get(plugin.name)
+        if old is not None and Path(old.file).resolve() != Path(plugin.file).resolve():
+            raise ZooError(
+                f"{self.kind} '{plugin.name}' is registered twice: in {old.file} and in "
+                f"{plugin.file}; rename one of them"
+            )
+        self.plugins[plugin.name] = plugin
+
+    def get(self, name: str, path: str = "") -> Plugin:
+        if name not in self.plugins:
+            where = f"{path}: " if path else ""
+            known = ", ".join(sorted(self.plugins)) or "none"
+            raise ZooError(
+                f"{where}unknown {self.kind} '{name}'{suggest(name, self.plugins)}; "
+                f"available: {known}"
+            )
+        return self.plugins[name]
+
+    def names(self, pattern: str = "*") -> list[str]:
+        return sorted(n for n in self.plugins if fnmatch.fnmatch(n, pattern))
+
+
+REGISTRIES: dict[str, Registry] = {kind: Registry(kind) for kind in KINDS}
+
+
+def registry(kind: str) -> Registry:
+    if kind not in REGISTRIES:
+        raise ZooError(f"unknown plugin kind '{kind}'{suggest(kind, KINDS)}; kinds: {', '.join(KINDS)}")
+    return REGISTRIES[kind]
+
+
+def register(kind: str, name: str) -> Callable[[Callable], Callable]:
+    """Decorator: `@register("attention", "diff")` on a class or factory."""
+    reg = registry(kind)
+
+    def deco(obj: Callable) -> Callable:
+        try:
+            file = inspect.getsourcefile(obj) or "<unknown>"
+            line = inspect.getsourcelines(obj)[1]
+        except (OSError, TypeError):
+            file, line = "<unknown>", 0
+        reg.add(Plugin(kind, name, obj, file, line))
+        return obj
+
+    return deco
+
+
+def parse_spec(spec: Any, path: str) -> tuple[str, dict[str, Any]]:
+    """`name` or `{name: {param: value}}` (or `{name: null}`) -> (name, params)."""
+    if isinstance(spec, str):
+        return spec, {}
+    if isinstance(spec, dict) and len(spec) == 1:
+        (name, params), = spec.items()
+        if params is None:
+            params = {}
+        if isinstance(name, str) and isinstance(params, dict):
+            return name, dict(params)
+    raise ZooError(
+        f"{path}: expected a plugin name or {{name: {{param: value}}}}, got {spec!r}"
+    )
+
+
+def check_params(plugin: Plugin, params: dict[str, Any], path: str) -> None:
+    """Fail on unknown, context-owned, missing or wrongly typed parameters, naming `path`."""
+    allowed = plugin.params()
+    for key, value in params.items():
+        if key in CONTEXT[plugin.kind]:
+            raise ZooError(
+                f"{path}.{key}: set by zoo for every {plugin.kind}, not by the recipe; remove it"
+            )
+        if key not in allowed and not plugin.accepts_any():
+            raise ZooError(
+                f"{path}.{key}: unknown parameter of {plugin.kind} '{plugin.name}'"
+                f"{suggest(key, allowed)}; parameters: {', '.join(allowed) or 'none'}"
+            )
+        if key in allowed:
+            _check_type(allowed[key], value, f"{path}.{key}")
+    for key, p in allowed.items():
+        if p.default is p.empty and key not in params:
+            raise ZooError(f"{path}: {plugin.kind} '{plugin.name}' needs parameter '{key}'")
+
+
+def _check_type(param: inspect.Parameter, value: Any, path: str) -> None:
+    ann = param.annotation
+    if isinstance(ann, str):  # `from __future__ import annotations`
+        ann = {"int": int, "float": float, "bool": bool, "str": str}.get(ann, None)
+    if ann is float and isinstance(value, int) and not isinstance(value, bool):
+        return
+    if ann in (int, float, str) and (not isinstance(value, ann) or isinstance(value, bool)):
+        raise ZooError(f"{path}: expected {ann.__name__}, got {value!r}")
+    if ann is bool and not isinstance(value, bool):
+        raise ZooError(f"{path}: expected true or false, got {value!r}")
+
+
+def build(kind: str, spec: Any, *, path: str | None = None, **context: Any) -> Any:
+    """Construct the plugin `spec` names, passing the context it accepts and checked params."""
+    path = path or kind
+    name, params = parse_spec(spec, path)
+    plugin = registry(kind).get(name, path)
+    check_params(plugin, params, path)
+    sig = plugin.signature.parameters
+    ctx = context if plugin.accepts_any() else {k: v for k, v in context.items() if k in sig}
+    return plugin.obj(**ctx, **params)
+
+
+# ---------------------------------------------------------------------------------------
+# Discovery: built-in files, entry points, ZOO_PLUGIN_PATH, recipe `plugins:`, --plugins.
+
+_loaded: set[Path] = set()
+load_errors: list[str] = []
+
+
+def builtin_dir() -> Path:
+    return Path(str(importlib.resources.files("zoo._plugins")))
+
+
+def _plugin_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*.py") if not p.name.startswith("_"))
+    return [path]
+
+
+def load_file(path: Path) -> None:
+    """Import one plugin file by path; failures become one-line ZooErrors with file:line."""
+    path = path.resolve()
+    if path in _loaded:
+        return
+    if not path.exists():
+        raise ZooError(
+            f"plugin path {path} does not exist (named by ZOO_PLUGIN_PATH, a recipe's "
+            "plugins: or --plugins)"
+        )
+    mod_name = f"zoo_plugin_{path.parent.name}_{path.stem}_{abs(hash(str(path))):x}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise ZooError(f"{path}: not a Python plugin file (expected a .py file)")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    _loaded.add(path)
+    try:
+        spec.loader.exec_module(module)
+    except ZooError:
+        raise
+    except SyntaxError as e:
+        raise ZooError(f"{e.filename}:{e.lineno}: syntax error in plugin file: {e.msg}") from e
+    except Exception as e:
+        line = next(
+            (f.lineno for f in reversed(traceback.extract_tb(e.__traceback__))
+             if Path(f.filename).resolve() == path),
+            0,
+        )
+        raise ZooError(
+            f"{path}:{line}: plugin file failed to import: {type(e).__name__}: {e}"
+        ) from e
+
+
+def _entry_point_modules() -> list[importlib.metadata.EntryPoint]:
+    return list(importlib.metadata.entry_points(group="zoo.plugins"))
+
+
+def discover(extra: Iterable[str | Path] = (), strict: bool = True) -> list[str]:
+    """Load every plugin source in order; return the error lines (raise the first if strict)."""
+    sources: list[Path] = [builtin_dir()]
+    env = os.environ.get("ZOO_PLUGIN_PATH", "")
+    sources += [Path(p) for p in env.split(os.pathsep) if p]
+    sources += [Path(p) for p in extra]
+    errors: list[str] = []
+
+    def attempt(fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except ZooError as e:
+            if strict:
+                raise
+            errors.append(str(e))
+
+    for f in _plugin_files(sources[0]):
+        attempt(lambda f=f: load_file(f))
+    for ep in _entry_point_modules():
+        def load_ep(ep=ep) -> None:
+            try:
+                ep.load()
+            except ZooError:
+                raise
+            except Exception as e:
+                raise ZooError(f"entry point {ep.name} = {ep.value}: failed to import: {e}") from e
+        attempt(load_ep)
+    for src in sources[1:]:
+        for f in _plugin_files(src):
+            attempt(lambda f=f: load_file(f))
+    load_errors[:] = errors
+    return errors
+
+
+def list_plugins(kind: str | None = None, pattern: str = "*") -> dict[str, list[dict[str, Any]]]:
+    kinds = [registry(kind).kind] if kind else list(KINDS)
+    return {
+        k: [REGISTRIES[k].plugins[n].describe() for n in REGISTRIES[k].names(pattern)]
+        for k in kinds
+    }
