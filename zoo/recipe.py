@@ -297,3 +297,26 @@ def _name(hint: Any) -> str:
     if typing.get_origin(hint) is list:
         return f"a list of {_name(typing.get_args(hint)[0])}"
     return getattr(hint, "__name__", str(hint))
+
+
+def plugin_specs(recipe: Recipe) -> list[tuple[str, Any, str]]:
+    """(kind, spec, recipe key path) of every plugin the recipe names."""
+    return [
+        ("attention", recipe.model.attention, "model.attention"),
+        ("posemb", recipe.model.posemb, "model.posemb"),
+        ("dataset", recipe.data.dataset, "data.dataset"),
+        *(("augment", s, f"data.augment[{i}]") for i, s in enumerate(recipe.data.augment)),
+        *(("visualizer", s, f"log.visualizers[{i}]") for i, s in enumerate(recipe.log.visualizers)),
+    ]
+
+
+def check_plugins(recipe: Recipe, source: str) -> None:
+    """Every plugin the recipe names exists and gets only parameters it accepts."""
+    from zoo.registry import check_params, parse_spec, registry
+
+    for kind, spec, path in plugin_specs(recipe):
+        try:
+            name, params = parse_spec(spec, path)
+            check_params(registry(kind).get(name, path), params, path)
+        except ZooError as e:
+            raise ZooError(f"{source}: {e}") from e

@@ -28,7 +28,7 @@ CONTEXT: dict[str, tuple[str, ...]] = {
     "posemb": ("dim", "grid_size", "num_prefix_tokens"),
     "augment": ("num_classes", "img_size"),
     "visualizer": (),
-    "dataset": ("split", "img_size"),
+    "dataset": ("split", "img_size", "root"),
 }
 KINDS = tuple(CONTEXT)
 

@@ -1,0 +1,35 @@
+"""Shared fixtures: an isolated registry per test, paths, and a real `zoo` executable."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from zoo import registry
+
+ROOT = Path(__file__).resolve().parents[1]
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True)
+def isolated_registry(monkeypatch):
+    """Plugins a test registers or loads are forgotten after it."""
+    saved = {k: dict(r.plugins) for k, r in registry.REGISTRIES.items()}
+    loaded = set(registry._loaded)
+    monkeypatch.delenv("ZOO_PLUGIN_PATH", raising=False)
+    yield
+    for k, r in registry.REGISTRIES.items():
+        r.plugins = saved[k]
+    registry._loaded.clear()
+    registry._loaded.update(loaded)
+
+
+@pytest.fixture
+def zoo_exe() -> str:
+    exe = Path(sys.executable).parent / "zoo"
+    return str(exe) if exe.exists() else shutil.which("zoo")

@@ -1,0 +1,168 @@
+"""The `zoo` command line, through click's runner and as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import ROOT
+from zoo.cli import cli
+from zoo.registry import builtin_dir
+
+MY_ATTN = '''
+from torch import nn
+
+from zoo.registry import register
+
+
+@register("attention", "{name}")
+class MyAttention(nn.Module):
+    """Identity attention, for trying the plugin mechanism."""
+
+    def __init__(self, dim: int, heads: int, gain: float = 1.0):
+        super().__init__()
+        self.gain = gain
+
+    def forward(self, x):
+        return x * self.gain
+'''
+
+
+def run_zoo(zoo_exe, *args, env=None, cwd=None):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([zoo_exe, *args], capture_output=True, text=True, env=full_env,
+                          cwd=cwd, timeout=120)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2 if hasattr(result, "returncode") else result.exit_code == 2
+    err = result.stderr
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def test_help_lists_commands():
+    out = CliRunner().invoke(cli, ["--help"]).output
+    for cmd in ("list", "show", "run"):
+        assert cmd in out
+    for cmd in ("list", "show", "run"):
+        result = CliRunner().invoke(cli, [cmd, "--help"])
+        assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_list_every_kind():
+    out = CliRunner().invoke(cli, ["list"]).output
+    for kind in ("attention", "posemb", "augment", "visualizer", "dataset"):
+        assert kind in out
+    assert "mhsa" in out and "diff" in out
+
+
+def test_list_kind_shows_doc_params_file_and_filters():
+    result = CliRunner().invoke(cli, ["list", "attention"])
+    assert result.exit_code == 0
+    assert "params:" in result.output and "plugins/attention/diff.py" in result.output
+    only_d = CliRunner().invoke(cli, ["list", "attention", "d*"]).output
+    assert "diff" in only_d and "mhsa" not in only_d
+
+
+def test_list_json():
+    result = CliRunner().invoke(cli, ["list", "posemb", "--json"])
+    data = json.loads(result.output)
+    names = {p["name"] for p in data["plugins"]["posemb"]}
+    assert {"none", "learned_1d", "learned_2d", "sinusoidal"} <= names
+
+
+def test_list_unknown_kind_is_one_line():
+    result = CliRunner().invoke(cli, ["list", "atention"])
+    assert result.exit_code == 2
+    assert "unknown plugin kind 'atention' (did you mean attention?)" in result.output
+
+
+def test_file_dropped_into_builtin_folder_is_listed(zoo_exe):
+    name = f"dropped_{os.getpid()}"
+    path = builtin_dir() / "attention" / f"{name}.py"
+    path.write_text(MY_ATTN.format(name=name))
+    try:
+        result = run_zoo(zoo_exe, "list", "attention")
+    finally:
+        path.unlink()
+    assert result.returncode == 0, result.stderr
+    assert name in result.stdout and "Identity attention" in result.stdout
+
+
+def test_zoo_plugin_path_and_recipe_plugins(zoo_exe, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "my_attn.py").write_text(MY_ATTN.format(name="env_attn"))
+    result = run_zoo(zoo_exe, "list", "attention", env={"ZOO_PLUGIN_PATH": str(folder)})
+    assert result.returncode == 0 and "env_attn" in result.stdout
+
+    (tmp_path / "rec_attn.py").write_text(MY_ATTN.format(name="recipe_attn"))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("plugins: [rec_attn.py]\nmodel: {attention: {recipe_attn: {gain: 2}}}\n")
+    shown = run_zoo(zoo_exe, "show", str(recipe))
+    assert shown.returncode == 0, shown.stderr
+    assert "recipe_attn" in shown.stdout and "gain: 2" in shown.stdout
+
+
+def test_show_resolves_overrides():
+    result = CliRunner().invoke(cli, ["show", str(ROOT / "recipes" / "quickstart.yaml"),
+                                      "--set", "model.depth=3", "--set", "train.lr=2e-4"])
+    assert result.exit_code == 0, result.output
+    assert "depth: 3" in result.output and "lr: 0.0002" in result.output
+
+
+BAD = {
+    "malformed": ("model:\n  dim: [64\n", ["malformed YAML"]),
+    "unknown_key": ("model: {dpeth: 3}\n", ["model.dpeth", "did you mean depth?"]),
+    "misspelled_plugin": ("model: {attention: mhas}\n", ["unknown attention 'mhas'", "did you mean mhsa?"]),
+    "misspelled_param": ("model: {attention: {diff: {lamda_init: 0.5}}}\n",
+                         ["model.attention.lamda_init", "did you mean lambda_init?"]),
+    "missing_base": ("base: nowhere.yaml\n", ["base:", "nowhere.yaml not found"]),
+    "broken_plugin": ("plugins: [broken.py]\n", ["broken.py:2", "syntax error"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_one_line_exit_2_subprocess(zoo_exe, tmp_path, case):
+    text, fragments = BAD[case]
+    (tmp_path / "broken.py").write_text("import torch\ndef f(:\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(text)
+    assert_one_line_error(run_zoo(zoo_exe, "show", str(recipe)), str(recipe) if case != "broken_plugin" else "", *fragments)
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_one_line_exit_2_runner(tmp_path, case):
+    text, fragments = BAD[case]
+    (tmp_path / "broken.py").write_text("import torch\ndef f(:\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(text)
+    result = CliRunner().invoke(cli, ["run", str(recipe), "--dry-run"])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    for f in fragments:
+        assert f in result.output
+
+
+def test_debug_shows_traceback(zoo_exe, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: {dpeth: 3}\n")
+    result = run_zoo(zoo_exe, "--debug", "show", str(recipe))
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr and "ZooError" in result.stderr
+
+
+def test_list_survives_a_broken_plugin_file(zoo_exe, tmp_path):
+    (tmp_path / "broken.py").write_text("def f(:\n")
+    result = run_zoo(zoo_exe, "list", "attention", env={"ZOO_PLUGIN_PATH": str(tmp_path)})
+    assert result.returncode == 0
+    assert "mhsa" in result.stdout
+    assert "broken.py:1" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,124 @@
+"""Registry: registration, spec parsing, parameter checks, discovery order and errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from zoo import registry
+from zoo.errors import ZooError
+from zoo.registry import build, discover, register
+
+PLUGIN = '''
+from zoo.registry import register
+
+
+@register("attention", "{name}")
+class Custom:
+    """A test attention that records what it was given."""
+
+    def __init__(self, dim: int, heads: int, scale: float = 1.0, causal: bool = False):
+        self.dim, self.heads, self.scale, self.causal = dim, heads, scale, causal
+'''
+
+
+def write_plugin(path, name="custom_attn"):
+    path.write_text(PLUGIN.format(name=name))
+    return path
+
+
+def test_build_passes_accepted_context_and_checked_params(tmp_path):
+    registry.load_file(write_plugin(tmp_path / "p.py"))
+    obj = build("attention", {"custom_attn": {"scale": 2}}, dim=8, heads=2, layer=3, depth=4)
+    assert (obj.dim, obj.heads, obj.scale, obj.causal) == (8, 2, 2, False)
+    assert build("attention", "custom_attn", dim=4, heads=1).scale == 1.0
+
+
+def test_unknown_parameter_names_path_and_suggests(tmp_path):
+    registry.load_file(write_plugin(tmp_path / "p.py"))
+    with pytest.raises(ZooError, match=r"model\.attention\.scal: unknown parameter .*did you mean scale"):
+        build("attention", {"custom_attn": {"scal": 2}}, path="model.attention", dim=8, heads=2)
+
+
+def test_wrong_type_and_context_owned_parameter(tmp_path):
+    registry.load_file(write_plugin(tmp_path / "p.py"))
+    with pytest.raises(ZooError, match=r"attention\.causal: expected true or false"):
+        build("attention", {"custom_attn": {"causal": "yes"}}, dim=8, heads=2)
+    with pytest.raises(ZooError, match=r"attention\.dim: set by zoo"):
+        build("attention", {"custom_attn": {"dim": 3}}, dim=8, heads=2)
+
+
+def test_unknown_name_lists_available_and_suggests(tmp_path):
+    registry.load_file(write_plugin(tmp_path / "p.py"))
+    with pytest.raises(ZooError, match=r"unknown attention 'custom_atn' \(did you mean custom_attn\?\); available: .*custom_attn"):
+        build("attention", "custom_atn", dim=8, heads=2)
+
+
+def test_bad_spec_shape():
+    with pytest.raises(ZooError, match="expected a plugin name"):
+        build("attention", ["a", "b"])
+    with pytest.raises(ZooError, match="unknown plugin kind 'atention'.*did you mean attention"):
+        build("atention", "x")
+
+
+def test_same_name_in_two_files_names_both(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    registry.load_file(write_plugin(tmp_path / "a" / "one.py", "twin"))
+    with pytest.raises(ZooError, match=r"registered twice: in .*a/one\.py and in .*b/two\.py"):
+        registry.load_file(write_plugin(tmp_path / "b" / "two.py", "twin"))
+
+
+def test_required_parameter_missing():
+    @register("augment", "needs_p")
+    def needs_p(num_classes: int, p: float):
+        """Needs p."""
+        return p
+
+    with pytest.raises(ZooError, match=r"data\.augment\[0\]: augment 'needs_p' needs parameter 'p'"):
+        build("augment", "needs_p", path="data.augment[0]", num_classes=10)
+    assert build("augment", {"needs_p": {"p": 0.5}}, num_classes=10) == 0.5
+
+
+def test_syntax_error_reported_with_file_and_line(tmp_path):
+    bad = tmp_path / "broken.py"
+    bad.write_text("x = 1\ndef oops(:\n")
+    with pytest.raises(ZooError, match=r"broken\.py:2: syntax error"):
+        registry.load_file(bad)
+
+
+def test_import_error_reported_with_file_and_line(tmp_path):
+    bad = tmp_path / "raises.py"
+    bad.write_text("import math\n\nraise RuntimeError('boom')\n")
+    with pytest.raises(ZooError, match=r"raises\.py:3: plugin file failed to import: RuntimeError: boom"):
+        registry.load_file(bad)
+
+
+def test_discover_env_path_and_extra_and_lenient_errors(tmp_path, monkeypatch):
+    env_dir = tmp_path / "env"
+    env_dir.mkdir()
+    write_plugin(env_dir / "from_env.py", "env_attn")
+    extra = write_plugin(tmp_path / "extra.py", "extra_attn")
+    (env_dir / "broken.py").write_text("def (:\n")
+    monkeypatch.setenv("ZOO_PLUGIN_PATH", str(env_dir))
+    errors = discover([extra], strict=False)
+    names = registry.registry("attention").names()
+    assert {"env_attn", "extra_attn"} <= set(names)
+    assert len(errors) == 1 and "broken.py:1" in errors[0]
+    with pytest.raises(ZooError, match="broken.py"):
+        registry._loaded.discard((env_dir / "broken.py").resolve())
+        discover([], strict=True)
+
+
+def test_missing_plugin_path_is_an_error(tmp_path):
+    with pytest.raises(ZooError, match="plugin path .*nowhere.py does not exist"):
+        discover([tmp_path / "nowhere.py"])
+
+
+def test_list_plugins_wildcard_and_description(tmp_path):
+    registry.load_file(write_plugin(tmp_path / "p.py", "zz_one"))
+    registry.load_file(write_plugin(tmp_path / "q.py", "zz_two"))
+    found = registry.list_plugins("attention", "zz_*")["attention"]
+    assert [p["name"] for p in found] == ["zz_one", "zz_two"]
+    assert found[0]["doc"] == "A test attention that records what it was given."
+    assert found[0]["params"] == {"scale": 1.0, "causal": False}
+    assert found[0]["file"].endswith("p.py")

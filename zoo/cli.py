@@ -1,0 +1,167 @@
+"""The `zoo` command line: list plugins, show and run recipes, evaluate, visualise, sweep."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from zoo.errors import ZooError
+
+
+class ZooGroup(click.Group):
+    """Turns ZooError into one line on stderr and exit code 2; `--debug` shows the traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ZooError as e:
+            if ctx.params.get("debug"):
+                traceback.print_exc()
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(2)
+
+
+SET_OPTION = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a recipe value (YAML-typed), e.g. --set model.depth=8. Repeatable.",
+)
+PLUGINS_OPTION = click.option(
+    "--plugins", "plugin_paths", multiple=True, type=click.Path(), metavar="PATH",
+    help="Extra plugin file or folder to load. Repeatable.",
+)
+
+
+@click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+@click.version_option(package_name="vit-zoo")
+def cli(debug: bool) -> None:
+    """vit-zoo: study Vision Transformers by training them.
+
+    \b
+    zoo list attention            plugins of one kind, with parameters
+    zoo show RECIPE               the resolved recipe
+    zoo run RECIPE                train (CUDA when present)
+    tensorboard --logdir runs     watch it
+    """
+
+
+def _short_path(path: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
+@cli.command("list")
+@click.argument("kind", required=False)
+@click.argument("pattern", required=False, default="*")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@PLUGINS_OPTION
+def list_cmd(kind: str | None, pattern: str, as_json: bool, plugin_paths: tuple[str, ...]) -> None:
+    """List plugins: every KIND, or one KIND with docs, parameters and source files.
+
+    PATTERN filters names with wildcards, e.g. `zoo list attention 'd*'`.
+    """
+    from zoo.registry import CONTEXT, discover, list_plugins
+
+    errors = discover(plugin_paths, strict=False)
+    found = list_plugins(kind, pattern)
+    if as_json:
+        click.echo(json.dumps({"plugins": found, "errors": errors}, indent=2, default=str))
+    else:
+        for k, plugins in found.items():
+            click.secho(f"{k}", bold=True, nl=False)
+            click.echo(f"  (set by zoo: {', '.join(CONTEXT[k]) or 'nothing'})" if kind else "")
+            for p in plugins:
+                click.echo(f"  {p['name']:<18} {p['doc']}")
+                if kind:
+                    params = ", ".join(
+                        f"{n}" if n in p["required"] else f"{n}={v!r}"
+                        for n, v in p["params"].items()
+                    )
+                    click.echo(f"  {'':<18} params: {params or '-'}")
+                    click.echo(f"  {'':<18} file:   {_short_path(p['file'])}")
+            if not plugins:
+                click.echo("  (none)")
+    for e in errors:
+        click.echo(f"warning: {e}", err=True)
+
+
+def resolve(recipe_path: str, overrides: tuple[str, ...], plugin_paths: tuple[str, ...]):
+    """Load a recipe, discover its plugins, check every plugin spec it holds."""
+    from zoo.recipe import check_plugins, load_recipe
+    from zoo.registry import discover
+
+    recipe = load_recipe(recipe_path, list(overrides))
+    discover([*recipe.plugins, *plugin_paths])
+    check_plugins(recipe, recipe_path)
+    return recipe
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path())
+@SET_OPTION
+@PLUGINS_OPTION
+def show(recipe: str, overrides: tuple[str, ...], plugin_paths: tuple[str, ...]) -> None:
+    """Print the resolved, validated RECIPE as YAML (nothing runs)."""
+    click.echo(resolve(recipe, overrides, plugin_paths).to_yaml(), nl=False)
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(), required=False)
+@SET_OPTION
+@click.option("--out", type=click.Path(), help="Run directory (default runs/<name>/<timestamp>).")
+@click.option("--resume", type=click.Path(), help="Continue the run in RUN_DIR exactly.")
+@PLUGINS_OPTION
+@click.option("--dry-run", is_flag=True, help="Build data and model, print a summary, train nothing.")
+def run(
+    recipe: str | None,
+    overrides: tuple[str, ...],
+    out: str | None,
+    resume: str | None,
+    plugin_paths: tuple[str, ...],
+    dry_run: bool,
+) -> None:
+    """Train a RECIPE (or --resume RUN_DIR) and log to TensorBoard.
+
+    \b
+    zoo run recipes/quickstart.yaml
+    zoo run recipes/vit_p4.yaml --set train.epochs=50 --set train.lr=5e-4
+    zoo run --resume runs/quickstart/20260101-120000
+    torchrun --nproc_per_node 2 -m zoo run recipes/vit_p4.yaml
+    """
+    from zoo.rundir import load_run, new_run_dir
+
+    if resume:
+        if recipe or overrides or out:
+            raise ZooError("--resume continues a run with its own recipe; drop RECIPE, --set and --out")
+        run_dir, _ = load_run(resume)
+        recipe_path = str(run_dir / "recipe.yaml")
+    elif recipe is None:
+        raise ZooError("missing RECIPE, e.g. `zoo run recipes/quickstart.yaml` (or --resume RUN_DIR)")
+    else:
+        recipe_path = recipe
+    resolved = resolve(recipe_path, overrides, plugin_paths)
+    from zoo import trainer
+
+    if dry_run:
+        click.echo(trainer.dry_run(resolved))
+        return
+    if resume:
+        trainer.fit(resolved, Path(resume), resume=True)
+    else:
+        run_dir = new_run_dir(resolved, out) if trainer.is_main_process() else None
+        trainer.fit(resolved, run_dir, resume=False)
+
+
+def main() -> None:
+    cli(prog_name="zoo")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
