@@ -1,0 +1,132 @@
+"""Checkpoints that survive kills: one folder per save, published by an atomic link swap.
+
+Layout inside a run's `checkpoints/`:
+
+    step-00001200/model.safetensors   model weights (the EMA's too, as ema.safetensors)
+    step-00001200/state.pt            optimizer, scaler, RNG states, epoch/step, ...
+    last -> step-00001200             the newest complete save
+    best -> step-00000800             the best by validation accuracy
+
+A save writes a hidden temp folder, fsyncs it, renames it into place and only then moves
+the `last` link (os.replace of a link is atomic), so a kill at any moment leaves the
+previous checkpoint intact. Loading never unpickles arbitrary objects: weights come from
+safetensors and the state through `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from zoo.errors import ZooError
+
+MODEL_FILE = "model.safetensors"
+EMA_FILE = "ema.safetensors"
+STATE_FILE = "state.pt"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _point(link: Path, target: str) -> None:
+    tmp = link.with_name(f".{link.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def save(
+    ckpt_dir: Path,
+    step: int,
+    model: dict[str, torch.Tensor],
+    state: dict[str, Any],
+    ema: dict[str, torch.Tensor] | None = None,
+    best: bool = False,
+) -> Path:
+    """Write one complete checkpoint and point `last` (and `best`) at it."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:08d}"
+    final = ckpt_dir / name
+    tmp = ckpt_dir / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    cpu = {k: v.detach().cpu().contiguous() for k, v in model.items()}
+    save_file(cpu, tmp / MODEL_FILE, metadata={"format": "pt", "step": str(step)})
+    if ema is not None:
+        cpu_ema = {k: v.detach().cpu().contiguous() for k, v in ema.items()}
+        save_file(cpu_ema, tmp / EMA_FILE, metadata={"format": "pt", "step": str(step)})
+    torch.save(state, tmp / STATE_FILE)
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if final.exists():  # the same step saved again (e.g. final save right after an epoch save)
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    _fsync_dir(ckpt_dir)
+    _point(ckpt_dir / "last", name)
+    if best:
+        _point(ckpt_dir / "best", name)
+    _fsync_dir(ckpt_dir)
+    _prune(ckpt_dir)
+    return final
+
+
+def _prune(ckpt_dir: Path) -> None:
+    """Drop saves no link points at (and temp folders of interrupted saves)."""
+    keep = {os.readlink(ckpt_dir / n) for n in ("last", "best") if (ckpt_dir / n).is_symlink()}
+    for p in ckpt_dir.iterdir():
+        if p.is_dir() and not p.is_symlink() and p.name not in keep and (
+            p.name.startswith("step-") or p.name.startswith(".step-")
+        ):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def resolve(path: str | Path) -> Path:
+    """A checkpoint folder from a run dir, a `checkpoints/` dir, a link or a weights file."""
+    p = Path(path)
+    for candidate in (p / "checkpoints" / "last", p / "last", p):
+        if candidate.is_dir() and (candidate / MODEL_FILE).exists():
+            return candidate
+    if p.is_file() and p.suffix == ".safetensors":
+        return p.parent
+    raise ZooError(
+        f"{p}: no checkpoint found (expected a run dir with checkpoints/last/, a checkpoint "
+        f"folder holding {MODEL_FILE}, or a .safetensors file)"
+    )
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Weights from a safetensors file; a corrupt or truncated file is a one-line error."""
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise ZooError(f"{path}: checkpoint file missing") from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ZooError(
+            f"{path}: corrupt or truncated checkpoint ({str(e).splitlines()[0]}); "
+            "use another checkpoint of the run"
+        ) from e
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """Training state through `torch.load(weights_only=True)`: tensors and plain data only."""
+    if not path.exists():
+        raise ZooError(f"{path}: training state missing; this checkpoint cannot be resumed")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+        raise ZooError(
+            f"{path}: corrupt or truncated training state ({type(e).__name__}); "
+            "use another checkpoint of the run"
+        ) from e

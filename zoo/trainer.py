@@ -1,0 +1,479 @@
+"""Training: plain PyTorch, every piece of state saved and restored whole.
+
+`fit(recipe, run_dir)` trains with AdamW or SGD, warmup + cosine, label smoothing, gradient
+clipping, AMP, optional torch.compile and EMA, evaluates every `eval_every` epochs, logs to
+TensorBoard and metrics.jsonl, and checkpoints so that `--resume` continues bit for bit.
+Under `torchrun` the same code trains with DistributedDataParallel; rank 0 logs and saves.
+
+The schedule and the data order are pure functions of (seed, epoch, step), so the state to
+save is small: weights, optimizer, scaler, EMA, RNG states, epoch and step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from zoo import checkpoint, data
+from zoo.errors import ZooError
+from zoo.model import build_model
+from zoo.recipe import Recipe
+from zoo.rundir import METRICS_FILE, SUMMARY_FILE, append_jsonl, write_json
+
+LOG_EVERY = 25  # steps between host syncs for the progress bar and the finite-loss check
+
+
+class Diverged(ZooError):
+    """The loss became NaN or infinite."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; the trainer saved and the process should exit."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+@dataclass
+class Dist:
+    """Where this process sits under torchrun (rank 0 of 1 without it)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_pref: str) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and device_pref != "cpu" else "gloo"
+        dist.init_process_group(backend)
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def pick_device(pref: str, d: Dist) -> torch.device:
+    if pref == "auto":
+        pref = "cuda" if torch.cuda.is_available() else "cpu"
+    if pref.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ZooError(f"train.device: '{pref}' requested but CUDA is not available; use auto or cpu")
+        return torch.device("cuda", d.local_rank if d.world > 1 else torch.device(pref).index or 0)
+    if pref != "cpu":
+        raise ZooError(f"train.device: unknown device '{pref}'; use auto, cpu, cuda or cuda:N")
+    return torch.device("cpu")
+
+
+def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
+    """Linear warmup from lr/warmup to lr, then cosine decay to min_lr (Loshchilov & Hutter 2017)."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Cross-entropy against soft targets (mixup/cutmix), with label smoothing (Szegedy et al. 2016)."""
+    if smoothing:
+        target = target * (1 - smoothing) + smoothing / target.shape[1]
+    return torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+
+
+class EMA:
+    """Exponential moving average of the weights (Polyak & Juditsky 1992); eval uses it."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        ema = list(self.model.state_dict().values())
+        cur = list(model.state_dict().values())
+        floats = [(e, c) for e, c in zip(ema, cur, strict=True) if e.dtype.is_floating_point]
+        torch._foreach_lerp_([e for e, _ in floats], [c for _, c in floats], 1 - self.decay)
+
+
+class Trainer:
+    """One run: data, model, optimiser and the loop, with state that checkpoints whole."""
+
+    def __init__(self, recipe: Recipe, run_dir: Path | None, dist_info: Dist | None = None):
+        self.recipe = recipe
+        self.run_dir = run_dir
+        self.dist = dist_info or Dist()
+        t = recipe.train
+        if recipe.data.batch_size % self.dist.world:
+            raise ZooError(
+                f"data.batch_size: {recipe.data.batch_size} is not divisible by the "
+                f"{self.dist.world} processes; the batch size is global"
+            )
+        self.device = pick_device(t.device, self.dist)
+        seed_everything(t.seed, t.deterministic)
+        self.train_data = data.build_dataset(recipe, "train")
+        self.val_data = data.build_dataset(recipe, "val")
+        n_cls = len(self.train_data.classes)
+        if n_cls != recipe.model.num_classes:
+            raise ZooError(
+                f"model.num_classes: {recipe.model.num_classes}, but the dataset has {n_cls} "
+                f"classes; set --set model.num_classes={n_cls}"
+            )
+        self.augment = data.build_augment(recipe.data.augment, n_cls, recipe.model.img_size)
+        self.train_loader = data.make_loader(
+            self.train_data, recipe.data.batch_size // self.dist.world, self.device,
+            train=True, seed=t.seed, rank=self.dist.rank, world_size=self.dist.world,
+            num_workers=recipe.data.num_workers, on_device=recipe.data.on_device,
+        )
+        self.val_loader = data.make_loader(
+            self.val_data, recipe.data.eval_batch_size, self.device, train=False, seed=t.seed,
+            rank=self.dist.rank, world_size=self.dist.world,
+            num_workers=recipe.data.num_workers, on_device=recipe.data.on_device,
+        )
+        self.mean, self.std = data.stats(self.train_data, self.device)
+
+        self.model = build_model(recipe.model).to(self.device)
+        self.ema = EMA(self.model, t.ema) if t.ema else None
+        self.optimizer = make_optimizer(self.model, recipe)
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.amp == "fp16")
+        self.net: nn.Module = self.model
+        if self.dist.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if t.compile:
+            self.net = torch.compile(self.net)
+
+        self.steps_per_epoch = len(self.train_loader)
+        if self.steps_per_epoch == 0:
+            raise ZooError(
+                f"data.batch_size: {recipe.data.batch_size} is larger than the training set "
+                f"({len(self.train_data)} images); lower it"
+            )
+        self.total_steps = t.epochs * self.steps_per_epoch
+        if t.max_steps is not None:
+            self.total_steps = min(self.total_steps, t.max_steps)
+        self.warmup_steps = min(int(t.warmup_epochs * self.steps_per_epoch), self.total_steps)
+        self.step = 0  # optimizer steps taken
+        self.best_acc = -1.0
+        self.writer = None
+        self._signal: int | None = None
+        self._logged_batch = False
+
+    # -- state ----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        return {
+            "step": self.step,
+            "best_acc": self.best_acc,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": cuda_rng,
+            "world_size": self.dist.world,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.best_acc = float(state["best_acc"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng_cpu"])
+        if state["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"][: torch.cuda.device_count()])
+
+    def save(self, best: bool = False) -> None:
+        if not self.dist.main or self.run_dir is None:
+            return
+        checkpoint.save(
+            self.run_dir / "checkpoints", self.step, self.model.state_dict(), self.state_dict(),
+            ema=self.ema.model.state_dict() if self.ema else None, best=best,
+        )
+
+    def restore(self, run_dir: Path) -> None:
+        ckpt = run_dir / "checkpoints" / "last"
+        if not ckpt.exists():
+            raise ZooError(
+                f"{run_dir}: no checkpoint to resume from yet (checkpoints/last is missing); "
+                "start the run again"
+            )
+        self.model.load_state_dict(checkpoint.load_weights(ckpt / checkpoint.MODEL_FILE))
+        if self.ema:
+            self.ema.model.load_state_dict(checkpoint.load_weights(ckpt / checkpoint.EMA_FILE))
+        self.load_state_dict(checkpoint.load_state(ckpt / checkpoint.STATE_FILE))
+
+    def figures(self) -> dict[str, torch.Tensor]:
+        """Images for TensorBoard: the first augmented training batch (once).
+
+        Drawn under a forked RNG so that logging never changes what the run trains on.
+        """
+        from zoo.tblog import image_grid
+
+        out: dict[str, torch.Tensor] = {}
+        if not self._logged_batch:
+            devices = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                images, labels = next(iter(self.train_loader.epoch(0, 0)))
+                y = F.one_hot(labels, self.model.num_classes).float()
+                x, _ = self.augment(data.to_float(images), y)
+            out["train/augmented_batch"] = image_grid(x[:64])
+            self._logged_batch = True
+        return out
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signal = signum
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        t = self.recipe.train
+        lr = lr_at(self.step, self.total_steps, self.warmup_steps, t.lr, t.min_lr)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        x = data.to_float(images)
+        y = F.one_hot(labels, self.model.num_classes).float()
+        x, y = self.augment(x, y)
+        x = data.normalize(x, self.mean, self.std)
+        with self.autocast():
+            logits = self.net(x)
+        loss = soft_cross_entropy(logits, y, t.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        max_norm = t.grad_clip if t.grad_clip else float("inf")
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema:
+            self.ema.update(self.model)
+        self.step += 1
+        correct = (logits.argmax(-1) == y.argmax(-1)).sum()
+        return loss.detach(), correct, grad_norm
+
+    def train_epoch(self, epoch: int, start_step: int) -> dict[str, float]:
+        self.model.train()
+        sums = torch.zeros(3, device=self.device)  # loss * n, correct, n
+        grad_sum = torch.zeros((), device=self.device)
+        n_steps = 0
+        tic = time.perf_counter()
+        batches = self.train_loader.epoch(epoch, start_step)
+        bar = progress(
+            batches, self.recipe.log.progress and self.dist.main,
+            total=self.steps_per_epoch - start_step, desc=f"epoch {epoch + 1}/{self.recipe.train.epochs}",
+        )
+        for images, labels in bar:
+            if self.step >= self.total_steps:
+                break
+            loss, correct, grad_norm = self.train_step(images, labels)
+            n = labels.shape[0]
+            sums += torch.stack([loss * n, correct.float(), torch.tensor(float(n), device=self.device)])
+            grad_sum += grad_norm.float()
+            n_steps += 1
+            if self.step % LOG_EVERY == 0:
+                self._check_finite(sums[0])
+                if hasattr(bar, "set_postfix"):
+                    s = sums.tolist()
+                    bar.set_postfix(
+                        loss=f"{s[0] / s[2]:.3f}", acc=f"{s[1] / s[2]:.3f}",
+                        lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
+                        img_s=f"{s[2] * self.dist.world / (time.perf_counter() - tic):.0f}",
+                    )
+            if self._signal is not None:
+                break
+        if self.dist.world > 1:
+            dist.all_reduce(sums)
+            dist.all_reduce(grad_sum)
+        s = sums.tolist()
+        self._check_finite(sums[0])
+        elapsed = time.perf_counter() - tic
+        return {
+            "train_loss": s[0] / max(s[2], 1),
+            "train_acc": s[1] / max(s[2], 1),
+            "grad_norm": grad_sum.item() / max(n_steps * self.dist.world, 1),
+            "img_per_s": s[2] / elapsed if elapsed > 0 else 0.0,
+            "steps": n_steps,
+        }
+
+    def _check_finite(self, loss_sum: torch.Tensor) -> None:
+        if not torch.isfinite(loss_sum):
+            last = self.run_dir / "checkpoints" / "last" if self.run_dir else None
+            kept = f"; the last good checkpoint is {last}" if last and last.exists() else ""
+            raise Diverged(
+                f"loss became non-finite at step {self.step}{kept}; lower train.lr, set "
+                "train.grad_clip, or use train.amp=bf16 instead of fp16"
+            )
+
+    @torch.no_grad()
+    def evaluate(self, loader: Any = None) -> dict[str, float]:
+        model = self.ema.model if self.ema else self.model
+        model.eval()
+        sums = torch.zeros(3, device=self.device)
+        for images, labels in (loader or self.val_loader).epoch(0, 0):
+            x = data.normalize(data.to_float(images), self.mean, self.std)
+            with self.autocast():
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), labels, reduction="sum")
+            correct = (logits.argmax(-1) == labels).sum()
+            sums += torch.stack([loss, correct.float(), torch.tensor(float(labels.shape[0]), device=self.device)])
+        if self.dist.world > 1:
+            dist.all_reduce(sums)
+        s = sums.tolist()
+        return {"val_loss": s[0] / max(s[2], 1), "val_acc": s[1] / max(s[2], 1)}
+
+    def fit(self) -> dict[str, Any]:
+        t = self.recipe.train
+        log = self.dist.main and self.run_dir is not None
+        if log:
+            from zoo import tblog
+
+            self.writer = tblog.open_writer(self.run_dir, self.recipe) if self.recipe.log.tensorboard else None
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        tic = time.perf_counter()
+        metrics: dict[str, Any] = {}
+        try:
+            while self.step < self.total_steps:
+                epoch, start = divmod(self.step, self.steps_per_epoch)
+                train_metrics = self.train_epoch(epoch, start)
+                if self._signal is not None:
+                    self.save()
+                    raise Interrupted(self._signal)
+                done = self.step >= self.total_steps
+                epoch_done = self.step % self.steps_per_epoch == 0 or done
+                if epoch_done and ((epoch + 1) % t.eval_every == 0 or done):
+                    metrics = {
+                        "epoch": epoch + 1, "step": self.step, **train_metrics, **self.evaluate(),
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                        "time": time.perf_counter() - tic,
+                    }
+                    best = metrics["val_acc"] > self.best_acc
+                    self.best_acc = max(self.best_acc, metrics["val_acc"])
+                    if log:
+                        append_jsonl(self.run_dir / METRICS_FILE, metrics)
+                        if self.writer is not None:
+                            tblog.log_epoch(self.writer, self, metrics)
+                    if best or (epoch + 1) % t.checkpoint_every == 0 or done:
+                        self.save(best=best)
+                elif epoch_done and ((epoch + 1) % t.checkpoint_every == 0):
+                    self.save()
+        finally:
+            for s, h in handlers.items():
+                signal.signal(s, h)
+        summary = {
+            "status": "finished",
+            "steps": self.step,
+            "epochs": self.step / self.steps_per_epoch,
+            "params": sum(p.numel() for p in self.model.parameters()),
+            "best_val_acc": self.best_acc,
+            "final_val_acc": metrics.get("val_acc"),
+            "final_val_loss": metrics.get("val_loss"),
+            "img_per_s": metrics.get("img_per_s"),
+            "wall_time": time.perf_counter() - tic,
+        }
+        if log:
+            if self.writer is not None:
+                tblog.log_final(self.writer, self.recipe, summary)
+            write_json(self.run_dir / SUMMARY_FILE, summary)
+        return summary
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """Weight decay on matrices only; norms, biases, tokens and position tables are exempt."""
+    t = recipe.train
+    skip = model.no_weight_decay()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas))
+
+
+def progress(it: Any, enabled: bool, **kw: Any) -> Any:
+    if not enabled:
+        return it
+    from tqdm import tqdm
+
+    return tqdm(it, leave=False, dynamic_ncols=True, **kw)
+
+
+def fit(recipe: Recipe, run_dir: Path | None, resume: bool = False) -> dict[str, Any]:
+    """Train `recipe` into `run_dir` (resuming it if asked); the `zoo run` entry point."""
+    d = setup_distributed(recipe.train.device)
+    if d.world > 1:
+        box = [str(run_dir) if run_dir else None]
+        dist.broadcast_object_list(box, src=0)
+        run_dir = Path(box[0])
+    trainer = Trainer(recipe, run_dir, d)
+    if resume:
+        trainer.restore(run_dir)
+    try:
+        summary = trainer.fit()
+    except Interrupted as e:
+        if d.main:
+            print(
+                f"\ninterrupted; checkpoint saved. Resume with:\n  zoo run --resume {run_dir}",
+                file=sys.stderr,
+            )
+        sys.exit(128 + e.signum)
+    if d.main:
+        print(
+            f"done: {run_dir}  best val acc {summary['best_val_acc']:.4f}  "
+            f"({summary['steps']} steps, {summary['wall_time']:.0f}s)"
+        )
+    if d.world > 1:
+        dist.destroy_process_group()
+    return summary
+
+
+def dry_run(recipe: Recipe) -> str:
+    """Build data and model without training; a summary of what `zoo run` would do."""
+    trainer = Trainer(recipe, None)
+    params = sum(p.numel() for p in trainer.model.parameters())
+    return "\n".join([
+        f"recipe:     {recipe.name}",
+        f"device:     {trainer.device}",
+        f"data:       {len(trainer.train_data)} train / {len(trainer.val_data)} val images, "
+        f"{len(trainer.train_data.classes)} classes",
+        f"model:      {params / 1e6:.2f}M parameters, {recipe.model.depth} blocks, "
+        f"attention {recipe.model.attention}, posemb {recipe.model.posemb}",
+        f"schedule:   {trainer.total_steps} steps ({trainer.steps_per_epoch}/epoch), "
+        f"warmup {trainer.warmup_steps}, batch {recipe.data.batch_size}, amp {recipe.train.amp}",
+        f"augment:    {recipe.data.augment or 'none'}",
+    ])
