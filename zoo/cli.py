@@ -159,6 +159,27 @@ def run(
         trainer.fit(resolved, run_dir, resume=False)
 
 
+@cli.command("eval")
+@click.argument("source", type=click.Path())
+@click.option("--split", default="test", show_default=True, help="Dataset split: train, val or test.")
+@click.option("--data", "dataset", metavar="SPEC",
+              help="Another dataset (name or YAML mapping), e.g. --data '{cifar10: {download: false}}'.")
+@SET_OPTION
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+def eval_cmd(source: str, split: str, dataset: str | None, overrides: tuple[str, ...], device: str) -> None:
+    """Evaluate a run dir or CHECKPOINT: accuracy, per-class accuracy, confusion matrix.
+
+    Writes eval_<split>.json and figures/confusion_<split>.png into the run dir.
+    """
+    from zoo.evaluate import evaluate
+
+    result = evaluate(source, split, dataset, list(overrides), device)
+    click.echo(f"{split} accuracy: {result['acc']:.4f}  ({result['images']} images)")
+    width = max(len(c) for c in result["per_class_acc"])
+    for name, acc in result["per_class_acc"].items():
+        click.echo(f"  {name:<{width}}  {acc:.4f}")
+
+
 def main() -> None:
     cli(prog_name="zoo")
 

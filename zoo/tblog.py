@@ -16,9 +16,11 @@ if TYPE_CHECKING:
     from zoo.trainer import Trainer
 
 
-def open_writer(run_dir: Path, recipe: Recipe) -> SummaryWriter:
-    writer = SummaryWriter(log_dir=str(run_dir))
-    writer.add_text("recipe", "```yaml\n" + recipe.to_yaml() + "\n```", 0)
+def open_writer(run_dir: Path, recipe: Recipe, step: int = 0) -> SummaryWriter:
+    """A writer for the run; on resume, events logged after the checkpoint's step are hidden."""
+    writer = SummaryWriter(log_dir=str(run_dir), purge_step=step or None)
+    if step == 0:
+        writer.add_text("recipe", "```yaml\n" + recipe.to_yaml() + "\n```", 0)
     return writer
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import math
 import os
 import signal
@@ -31,7 +32,14 @@ from zoo import checkpoint, data
 from zoo.errors import ZooError
 from zoo.model import build_model
 from zoo.recipe import Recipe
-from zoo.rundir import METRICS_FILE, SUMMARY_FILE, append_jsonl, write_json
+from zoo.rundir import (
+    METRICS_FILE,
+    SUMMARY_FILE,
+    append_jsonl,
+    atomic_write,
+    read_jsonl,
+    write_json,
+)
 
 LOG_EVERY = 25  # steps between host syncs for the progress bar and the finite-loss check
 
@@ -131,8 +139,10 @@ class Trainer:
             )
         self.device = pick_device(t.device, self.dist)
         seed_everything(t.seed, t.deterministic)
-        self.train_data = data.build_dataset(recipe, "train")
-        self.val_data = data.build_dataset(recipe, "val")
+        sets = data.build_datasets(
+            recipe.data.dataset, ["train", "val"], recipe.model.img_size, recipe.data.root
+        )
+        self.train_data, self.val_data = sets["train"], sets["val"]
         n_cls = len(self.train_data.classes)
         if n_cls != recipe.model.num_classes:
             raise ZooError(
@@ -141,16 +151,17 @@ class Trainer:
             )
         self.augment = data.build_augment(recipe.data.augment, n_cls, recipe.model.img_size)
         self.train_loader = data.make_loader(
-            self.train_data, recipe.data.batch_size // self.dist.world, self.device,
-            train=True, seed=t.seed, rank=self.dist.rank, world_size=self.dist.world,
+            self.train_data, batch_size=recipe.data.batch_size // self.dist.world,
+            device=self.device, train=True, seed=t.seed, rank=self.dist.rank, world_size=self.dist.world,
             num_workers=recipe.data.num_workers, on_device=recipe.data.on_device,
         )
         self.val_loader = data.make_loader(
-            self.val_data, recipe.data.eval_batch_size, self.device, train=False, seed=t.seed,
+            self.val_data, batch_size=recipe.data.eval_batch_size, device=self.device,
+            train=False, seed=t.seed,
             rank=self.dist.rank, world_size=self.dist.world,
             num_workers=recipe.data.num_workers, on_device=recipe.data.on_device,
         )
-        self.mean, self.std = data.stats(self.train_data, self.device)
+        self.mean, self.std = self.train_data.mean, self.train_data.std
 
         self.model = build_model(recipe.model).to(self.device)
         self.ema = EMA(self.model, t.ema) if t.ema else None
@@ -222,6 +233,10 @@ class Trainer:
         if self.ema:
             self.ema.model.load_state_dict(checkpoint.load_weights(ckpt / checkpoint.EMA_FILE))
         self.load_state_dict(checkpoint.load_state(ckpt / checkpoint.STATE_FILE))
+        if self.dist.main:  # evaluations after the checkpoint will be redone
+            metrics = run_dir / METRICS_FILE
+            rows = [r for r in read_jsonl(metrics) if r.get("step", 0) <= self.step]
+            atomic_write(metrics, "".join(json.dumps(r) + "\n" for r in rows))
 
     def figures(self) -> dict[str, torch.Tensor]:
         """Images for TensorBoard: the first augmented training batch (once).
@@ -235,7 +250,7 @@ class Trainer:
             devices = [self.device] if self.device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices):
                 images, labels = next(iter(self.train_loader.epoch(0, 0)))
-                y = F.one_hot(labels, self.model.num_classes).float()
+                y = F.one_hot(labels, self.recipe.model.num_classes).float()
                 x, _ = self.augment(data.to_float(images), y)
             out["train/augmented_batch"] = image_grid(x[:64])
             self._logged_batch = True
@@ -257,7 +272,7 @@ class Trainer:
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         x = data.to_float(images)
-        y = F.one_hot(labels, self.model.num_classes).float()
+        y = F.one_hot(labels, self.recipe.model.num_classes).float()
         x, y = self.augment(x, y)
         x = data.normalize(x, self.mean, self.std)
         with self.autocast():
@@ -304,7 +319,7 @@ class Trainer:
                         lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
                         img_s=f"{s[2] * self.dist.world / (time.perf_counter() - tic):.0f}",
                     )
-            if self._signal is not None:
+            if self._stop_requested():
                 break
         if self.dist.world > 1:
             dist.all_reduce(sums)
@@ -319,6 +334,18 @@ class Trainer:
             "img_per_s": s[2] / elapsed if elapsed > 0 else 0.0,
             "steps": n_steps,
         }
+
+    def _stop_requested(self) -> bool:
+        """A signal arrived here (or, under DDP, on any rank: all ranks stop at one step)."""
+        if self.dist.world == 1:
+            return self._signal is not None
+        if self.step % LOG_EVERY:
+            return False
+        flag = torch.tensor([float(self._signal is not None)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() and self._signal is None:
+            self._signal = signal.SIGTERM
+        return bool(flag.item())
 
     def _check_finite(self, loss_sum: torch.Tensor) -> None:
         if not torch.isfinite(loss_sum):
@@ -352,7 +379,7 @@ class Trainer:
         if log:
             from zoo import tblog
 
-            self.writer = tblog.open_writer(self.run_dir, self.recipe) if self.recipe.log.tensorboard else None
+            self.writer = tblog.open_writer(self.run_dir, self.recipe, self.step) if self.recipe.log.tensorboard else None
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         tic = time.perf_counter()
         metrics: dict[str, Any] = {}

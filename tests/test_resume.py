@@ -1,0 +1,244 @@
+"""Robust runs: exact resume after SIGKILL, SIGINT, atomic saves, NaN stop, DDP, zoo eval."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from zoo import checkpoint
+from zoo.cli import cli
+
+RECIPE = """
+name: robust
+model: {dim: 32, depth: 2, heads: 2}
+data:
+  dataset: {shapes: {train_size: 1024, val_size: 256, test_size: 256}}
+  batch_size: 64
+  eval_batch_size: 256
+  augment: [{random_crop: {padding: 2}}, hflip, {mixup: {p: 0.5}}]
+train: {epochs: EPOCHS, lr: 2.0e-3, warmup_epochs: 1, deterministic: true, device: cpu, ema: 0.9}
+log: {progress: false}
+"""
+
+
+def recipe(tmp_path: Path, epochs: int = 4, extra: str = "") -> Path:
+    path = tmp_path / "robust.yaml"
+    path.write_text(RECIPE.replace("EPOCHS", str(epochs)) + extra)
+    return path
+
+
+def zoo(*args: str, **kw) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "zoo", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, **kw)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    end = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < end, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "checkpoints" / "last" / "model.safetensors")
+
+
+def assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """An uninterrupted run that the interrupted ones must match bit for bit."""
+    tmp = tmp_path_factory.mktemp("ref")
+    out = tmp / "run"
+    code, _, err = finish(zoo("run", str(recipe(tmp)), "--out", str(out)))
+    assert code == 0, err
+    return out
+
+
+def test_sigkill_after_checkpoint_then_resume_is_bit_identical(tmp_path, reference):
+    out = tmp_path / "run"
+    proc = zoo("run", str(recipe(tmp_path)), "--out", str(out))
+    wait_for(out / "checkpoints" / "last", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "summary.json").exists()
+    code, _, err = finish(zoo("run", "--resume", str(out)))
+    assert code == 0, err
+    assert_identical(weights(out), weights(reference))
+    epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4]
+
+
+def test_sigint_saves_prints_resume_and_continues_exactly(tmp_path, reference):
+    out = tmp_path / "run"
+    proc = zoo("run", str(recipe(tmp_path)), "--out", str(out))
+    wait_for(out / "metrics.jsonl", proc)
+    time.sleep(0.3)  # somewhere inside epoch 2
+    proc.send_signal(signal.SIGINT)
+    code, _, err = finish(proc)
+    assert code == 130, err
+    assert f"zoo run --resume {out}" in err
+    code, _, err = finish(zoo("run", "--resume", str(out)))
+    assert code == 0, err
+    assert_identical(weights(out), weights(reference))
+
+
+def test_sigterm_exits_143(tmp_path):
+    out = tmp_path / "run"
+    proc = zoo("run", str(recipe(tmp_path)), "--out", str(out))
+    wait_for(out / "metrics.jsonl", proc)
+    proc.send_signal(signal.SIGTERM)
+    code, _, err = finish(proc)
+    assert code == 143, err
+    assert (out / "checkpoints" / "last" / "state.pt").exists()
+
+
+def test_kill_in_the_middle_of_a_save_keeps_the_previous_checkpoint(tmp_path):
+    ckpt = tmp_path / "checkpoints"
+    good = {"w": torch.arange(4.0)}
+    checkpoint.save(ckpt, 1, good, {"step": 1})
+    script = f"""
+import os, torch
+from zoo import checkpoint
+real = torch.save
+def dying_save(obj, f, *a, **k):
+    with open(f, "wb") as fh:
+        fh.write(b"half a file")
+    os._exit(9)
+torch.save = dying_save
+checkpoint.save(__import__("pathlib").Path({str(ckpt)!r}), 2, {{"w": torch.zeros(4)}}, {{"step": 2}})
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert proc.returncode == 9
+    last = ckpt / "last"
+    assert torch.equal(checkpoint.load_weights(last / "model.safetensors")["w"], good["w"])
+    assert checkpoint.load_state(last / "state.pt")["step"] == 1
+    checkpoint.save(ckpt, 3, good, {"step": 3})  # the next save cleans the debris
+    assert sorted(p.name for p in ckpt.iterdir()) == ["last", "step-00000003"]
+
+
+NAN_PLUGIN = '''
+import torch
+from torch import nn
+
+from zoo.registry import register
+
+CALLS = [0]
+
+
+@register("attention", "nan_later")
+class NanLater(nn.Module):
+    """Identity attention whose output turns NaN after `after` training calls."""
+
+    def __init__(self, dim: int, after: int = 10):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim)
+        self.after = after
+
+    def forward(self, x):
+        if self.training:
+            CALLS[0] += 1
+        bad = self.training and CALLS[0] > self.after
+        return self.proj(x) * (float("nan") if bad else 1.0)
+'''
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    (tmp_path / "nan_later.py").write_text(NAN_PLUGIN)
+    # 16 steps per epoch, 2 layers -> the loss turns NaN in epoch 2, after epoch 1 saved.
+    path = recipe(tmp_path, extra="plugins: [nan_later.py]\n")
+    out = tmp_path / "run"
+    code, _, err = finish(zoo("run", str(path), "--out", str(out),
+                              "--set", "model.attention={nan_later: {after: 40}}"))
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "non-finite" in lines[0] and "Traceback" not in err
+    assert "checkpoints/last" in lines[0]
+    state = checkpoint.load_state(out / "checkpoints" / "last" / "state.pt")
+    assert state["step"] == 16
+    assert all(torch.isfinite(v).all() for v in weights(out).values())
+
+
+def corrupt(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if how == "truncate" else b"\x00garbage" + data[8:])
+
+
+@pytest.mark.parametrize("how", ["truncate", "garbage"])
+@pytest.mark.parametrize("which", ["model.safetensors", "state.pt"])
+def test_corrupt_checkpoint_is_one_line_on_resume(reference, tmp_path, how, which):
+    run = tmp_path / "run"
+    subprocess.run(["cp", "-a", str(reference), str(run)], check=True)
+    corrupt(run / "checkpoints" / "last" / which, how)
+    code, _, err = finish(zoo("run", "--resume", str(run)))
+    assert code == 2
+    assert err.strip().count("\n") == 0 and "Traceback" not in err
+    assert which in err and ("corrupt" in err or "truncated" in err)
+
+
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
+    result = CliRunner().invoke(cli, ["run", "--resume", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "not a run directory" in result.output and "Traceback" not in result.output
+
+
+def test_zoo_eval_on_a_run(reference):
+    result = CliRunner().invoke(cli, ["eval", str(reference), "--split", "test"])
+    assert result.exit_code == 0, result.output
+    assert "test accuracy:" in result.output and "circle" in result.output
+    report = json.loads((reference / "eval_test.json").read_text())
+    assert report["images"] == 256 and 0.0 <= report["acc"] <= 1.0
+    assert len(report["per_class_acc"]) == 10
+    assert sum(map(sum, report["confusion"])) == 256
+    assert (reference / "figures" / "confusion_test.png").stat().st_size > 1000
+    # A checkpoint folder works as well as the run dir, and agrees.
+    again = CliRunner().invoke(cli, ["eval", str(reference / "checkpoints" / "best")])
+    assert again.exit_code == 0, again.output
+
+
+def test_zoo_eval_corrupt_weights_is_one_line(reference, tmp_path):
+    run = tmp_path / "run"
+    subprocess.run(["cp", "-a", str(reference), str(run)], check=True)
+    corrupt(run / "checkpoints" / "last" / "ema.safetensors", "truncate")
+    result = CliRunner().invoke(cli, ["eval", str(run)])
+    assert result.exit_code == 2 and "corrupt or truncated" in result.output
+
+
+def test_ddp_two_processes_gloo_then_resume_in_one(tmp_path):
+    out = tmp_path / "ddp"
+    path = recipe(tmp_path, epochs=3)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                "--master_port", str(29500 + os.getpid() % 1000)]
+    proc = subprocess.Popen([*torchrun, "-m", "zoo", "run", str(path), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    wait_for(out / "checkpoints" / "last", proc, timeout=300)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = checkpoint.load_state(out / "checkpoints" / "last" / "state.pt")
+    assert state["world_size"] == 2 and state["step"] >= 16
+    code, _, err = finish(zoo("run", "--resume", str(out)))
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["steps"] == 48

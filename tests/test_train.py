@@ -1,0 +1,158 @@
+"""The training engine: schedule, loss, a real `zoo run`, TensorBoard output, CIFAR recipes."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.conftest import ROOT
+from tests.test_data import write_cifar10
+from zoo.cli import cli
+from zoo.trainer import lr_at, soft_cross_entropy
+
+TINY = """
+name: tiny
+model: {{dim: 32, depth: 2, heads: 2, attention: {attention}, posemb: learned_1d}}
+data:
+  dataset: {{shapes: {{train_size: 512, val_size: 256, test_size: 256}}}}
+  batch_size: 64
+  eval_batch_size: 256
+  augment: {augment}
+train: {{epochs: 2, lr: 2.0e-3, warmup_epochs: 0.5, seed: 0}}
+log: {{progress: false}}
+"""
+
+
+def tiny_recipe(tmp_path, attention="mhsa", augment="[hflip]"):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY.format(attention=attention, augment=augment))
+    return path
+
+
+def test_lr_warmup_then_cosine_to_min():
+    lrs = [lr_at(s, total=100, warmup=10, lr=1.0, min_lr=0.01) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert lrs[-1] == pytest.approx(0.01, abs=1e-3)
+    assert lr_at(55, 100, 10, 1.0, 0.0) == pytest.approx(0.5)
+
+
+def test_soft_cross_entropy_matches_torch_on_hard_targets():
+    logits = torch.randn(8, 5)
+    labels = torch.randint(0, 5, (8,))
+    ours = soft_cross_entropy(logits, F.one_hot(labels, 5).float(), 0.1)
+    assert ours.item() == pytest.approx(F.cross_entropy(logits, labels, label_smoothing=0.1).item(), rel=1e-6)
+
+
+def test_tiny_run_writes_the_run_dir(tmp_path):
+    out = tmp_path / "run"
+    augment = "[{random_crop: {padding: 2}}, hflip, {mixup: {p: 0.5}}, {cutmix: {p: 0.5}}]"
+    result = CliRunner().invoke(cli, ["run", str(tiny_recipe(tmp_path, augment=augment)),
+                                      "--out", str(out), "--set", "train.ema=0.99"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for key in ("step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "img_per_s", "time"):
+        assert all(math.isfinite(r[key]) for r in rows), key
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["steps"] == 16
+    for f in ("model.safetensors", "ema.safetensors", "state.pt"):
+        assert (out / "checkpoints" / "last" / f).exists()
+    assert (out / "recipe.yaml").read_text().startswith("name: tiny")
+    env = json.loads((out / "env.json").read_text())
+    assert env["torch"] == torch.__version__
+
+
+def test_quickstart_as_a_user_runs_it(tmp_path):
+    """The README's promise: >= 95% val accuracy, and TensorBoard shows scalars, images, hparams."""
+    out = tmp_path / "quick"
+    proc = subprocess.run(
+        [sys.executable, "-m", "zoo", "run", str(ROOT / "recipes" / "quickstart.yaml"),
+         "--out", str(out), "--set", "log.progress=false"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_val_acc"] >= 0.95, summary
+
+    events = EventAccumulator(str(out), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    events.Reload()
+    tags = events.Tags()
+    for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "throughput/img_per_s",
+                "train/grad_norm"):
+        assert tag in tags["scalars"], tag
+    assert len(events.Scalars("val/acc")) == summary["epochs"]
+    assert tags["images"], "no images logged"
+    assert "hparams" in events.PluginTagToContent("hparams") or events.PluginTagToContent("hparams")
+    assert "recipe/text_summary" in tags["tensors"]
+
+
+def test_diff_attention_logs_lambda_per_layer(tmp_path):
+    out = tmp_path / "diff"
+    result = CliRunner().invoke(cli, ["run", str(tiny_recipe(tmp_path, attention="diff")),
+                                      "--out", str(out), "--set", "model.heads=1"])
+    assert result.exit_code == 0, result.output
+    events = EventAccumulator(str(out))
+    events.Reload()
+    assert {"lambda/layer_1", "lambda/layer_2"} <= set(events.Tags()["scalars"])
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_on_cpu_trains(tmp_path, amp):
+    out = tmp_path / amp
+    result = CliRunner().invoke(cli, ["run", str(tiny_recipe(tmp_path)), "--out", str(out),
+                                      "--set", f"train.amp={amp}", "--set", "train.epochs=1"])
+    assert result.exit_code == 0, result.output
+    assert math.isfinite(json.loads((out / "summary.json").read_text())["final_val_loss"])
+
+
+def test_sgd_and_max_steps(tmp_path):
+    out = tmp_path / "sgd"
+    result = CliRunner().invoke(cli, ["run", str(tiny_recipe(tmp_path)), "--out", str(out),
+                                      "--set", "train.optimizer=sgd", "--set", "train.lr=0.05",
+                                      "--set", "train.max_steps=5"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "summary.json").read_text())["steps"] == 5
+
+
+@pytest.fixture
+def cifar_root(tmp_path):
+    write_cifar10(tmp_path / "cifar", n=64)
+    return tmp_path / "cifar"
+
+
+def test_diffvit_p2_dry_run_and_steps_on_cifar_format(tmp_path, cifar_root):
+    recipe = str(ROOT / "recipes" / "diffvit_p2.yaml")
+    sets = ["--set", f"data.root={cifar_root}", "--set", "data.dataset={cifar10: {download: false, val_size: 64}}",
+            "--set", "log.progress=false", "--set", "train.amp=none"]
+    dry = CliRunner().invoke(cli, ["run", recipe, "--dry-run", *sets])
+    assert dry.exit_code == 0, dry.output
+    assert "256 train / 64 val images" in dry.output and "diff" in dry.output
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["run", recipe, *sets, "--out", str(out),
+                                      "--set", "train.max_steps=2", "--set", "data.batch_size=16",
+                                      "--set", "model.depth=2"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "summary.json").read_text())["steps"] == 2
+
+
+@pytest.mark.parametrize("name", ["vit_p2", "vit_p4", "vit_p8", "diffvit_p2", "diffvit_p4",
+                                  "vit_p4_fast", "diffvit_p4_fast", "quickstart"])
+def test_shipped_recipes_resolve(name):
+    result = CliRunner().invoke(cli, ["show", str(ROOT / "recipes" / f"{name}.yaml")])
+    assert result.exit_code == 0, result.output
+
+
+def test_num_classes_mismatch_is_one_line(tmp_path):
+    result = CliRunner().invoke(cli, ["run", str(tiny_recipe(tmp_path)), "--dry-run",
+                                      "--set", "model.num_classes=7"])
+    assert result.exit_code == 2
+    assert "model.num_classes: 7, but the dataset has 10 classes" in result.output

@@ -1,0 +1,223 @@
+"""The Vision Transformer, from scratch, in one file.
+
+Dosovitskiy et al. 2020, "An Image is Worth 16x16 Words: Transformers for Image Recognition
+at Scale" (https://arxiv.org/abs/2010.11929). Read top to bottom:
+
+    image [B, 3, H, W]
+      -> patch embedding (a conv with stride = kernel = patch)   [B, N, C], N = gh * gw
+      -> prepend the [CLS] token                                 [B, 1 + N, C]
+      -> positional-embedding plugin (`posemb`), dropout
+      -> depth x pre-norm Block: x + attn(norm(x)), x + mlp(norm(x))
+      -> pool ([CLS] token or mean of the patch tokens), final norm, linear head -> [B, classes]
+
+Attention and positional embedding are plugins chosen by name in the recipe (registry kinds
+`attention` and `posemb`); the built-in ones live in plugins/attention and plugins/posemb.
+Their contracts are the two Protocols below. Attention maps come from `ViT.attention_maps`,
+which runs the plugins' explicit path; the normal forward never computes or keeps them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from zoo import registry
+from zoo.errors import ZooError
+from zoo.recipe import ModelConfig, from_dict
+
+LN_EPS = 1e-6  # as in the ViT reference code (big_vision) and timm's ViTs
+
+
+class Attention(Protocol):
+    """What an attention plugin is: a module mapping tokens [B, N, C] to [B, N, C].
+
+    `forward(x, return_attn=True)` returns `(out, maps)` where `maps["attn"]` holds the
+    attention probabilities [B, heads, N, N]; plugins may add more entries (diff adds
+    attn1, attn2, lam). A plugin with a learnable lambda also has `lam() -> Tensor`.
+    """
+
+    def __call__(self, x: Tensor, return_attn: bool = False) -> Any: ...
+
+
+class PosEmb(Protocol):
+    """What a positional-embedding plugin is.
+
+    `forward(x, grid)` adds position information to tokens [B, prefix + gh*gw, C] for the
+    patch grid `grid = (gh, gw)` of the current image (learned tables are resized to it) and
+    returns the same shape. `patch_embeddings()` gives the per-patch embeddings
+    [gh*gw, C] of the grid the model was built for, or None if there are none.
+    """
+
+    def __call__(self, x: Tensor, grid: tuple[int, int]) -> Tensor: ...
+
+    def patch_embeddings(self) -> Tensor | None: ...
+
+
+def resize_grid(table: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bicubic resize of a [gh, gw, C] table to `size`, so learned positions follow the image size.
+
+    As DINO's `interpolate_pos_encoding` (Caron et al. 2021); antialiased like timm's
+    `resample_abs_pos_embed`, so a converted timm model gives timm's outputs at any size.
+    """
+    if tuple(table.shape[:2]) == tuple(size):
+        return table
+    t = rearrange(table.float(), "h w c -> 1 c h w")
+    t = F.interpolate(t, size=size, mode="bicubic", align_corners=False, antialias=True)
+    return rearrange(t, "1 c h w -> h w c").to(table.dtype)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016): drop a sample's whole residual branch with prob p."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty(x.shape[0], *(1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p:.3f}"
+
+
+class MLP(nn.Module):
+    """The block's feed-forward net: Linear -> GELU -> Linear, dropout after each Linear."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class Block(nn.Module):
+    """Pre-norm encoder block (Dosovitskiy et al. 2020, Eq. 2-3), attention from the registry."""
+
+    def __init__(self, cfg: ModelConfig, layer: int, drop_path: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.dim, eps=LN_EPS)
+        self.attn: Attention = registry.build(
+            "attention", cfg.attention, path="model.attention", dim=cfg.dim, heads=cfg.heads,
+            layer=layer, depth=cfg.depth, qkv_bias=cfg.qkv_bias, attn_drop=cfg.attn_dropout,
+        )
+        self.drop = nn.Dropout(cfg.dropout)  # after the attention's output projection
+        self.norm2 = nn.LayerNorm(cfg.dim, eps=LN_EPS)
+        self.mlp = MLP(cfg.dim, cfg.mlp_dim or int(cfg.dim * cfg.mlp_ratio), cfg.dropout)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: Tensor, maps: list[dict[str, Tensor]] | None = None) -> Tensor:
+        """x: [B, N, C] -> [B, N, C]; with a `maps` list, append this layer's attention maps."""
+        if maps is None:
+            a = self.attn(self.norm1(x))
+        else:
+            a, m = self.attn(self.norm1(x), return_attn=True)
+            maps.append(m)
+        x = x + self.drop_path(self.drop(a))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class ViT(nn.Module):
+    """Vision Transformer with pluggable attention and positional embedding."""
+
+    num_prefix_tokens = 1  # the [CLS] token; it is always there, also for pool: mean
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        registry.discover()  # idempotent: the built-in attention / posemb plugins
+        self.cfg = cfg
+        self.patch_size = cfg.patch_size
+        self.grid_size = (cfg.img_size // cfg.patch_size,) * 2  # (gh, gw) it was built for
+        self.num_classes = cfg.num_classes
+        self.pool = cfg.pool
+
+        self.patch_embed = nn.Conv2d(cfg.in_chans, cfg.dim, cfg.patch_size, stride=cfg.patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
+        self.posemb: PosEmb = registry.build(
+            "posemb", cfg.posemb, path="model.posemb", dim=cfg.dim, grid_size=self.grid_size,
+            num_prefix_tokens=self.num_prefix_tokens,
+        )
+        self.pos_drop = nn.Dropout(cfg.dropout)
+        # stochastic depth: linearly from 0 at the first block to drop_path at the last (DeiT)
+        rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
+        self.blocks = nn.ModuleList(Block(cfg, i + 1, rates[i]) for i in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.dim, eps=LN_EPS)
+        self.head = nn.Linear(cfg.dim, cfg.num_classes) if cfg.num_classes else nn.Identity()
+
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        for m in self.modules():  # plugins' layers too: one init rule for every Linear
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def encode(self, img: Tensor, maps: list[dict[str, Tensor]] | None = None) -> Tensor:
+        """Images [B, C, H, W] -> tokens [B, 1 + N, dim] after the last block (before the norm).
+
+        H and W may differ from the training size (multiples of the patch size); learned
+        positional embeddings are then resized. A `maps` list collects each layer's maps.
+        """
+        p = self.patch_size
+        if img.shape[-2] % p or img.shape[-1] % p:
+            raise ZooError(
+                f"image size {tuple(img.shape[-2:])} is not a multiple of the patch size {p}"
+            )
+        x = self.patch_embed(img)  # [B, C, gh, gw]
+        grid = (x.shape[-2], x.shape[-1])
+        x = rearrange(x, "b c h w -> b (h w) c")
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # [B, 1+N, C]
+        x = self.pos_drop(self.posemb(x, grid))
+        for block in self.blocks:
+            x = block(x, maps)
+        return x
+
+    def forward(self, img: Tensor) -> Tensor:
+        """Images [B, C, H, W] -> logits [B, num_classes] (pooled features if num_classes is 0)."""
+        x = self.encode(img)
+        x = x[:, 0] if self.pool == "cls" else x[:, self.num_prefix_tokens :].mean(dim=1)
+        return self.head(self.norm(x))  # norm after pooling: per token for cls, as timm's fc_norm
+
+    def attention_maps(self, img: Tensor, details: bool = False) -> list[Any]:
+        """Per-layer attention probabilities [B, heads, 1 + N, 1 + N] (token 0 is [CLS]).
+
+        With `details`, per-layer dicts instead: `attn` and, for differential attention, the
+        two softmax maps `attn1`, `attn2` and the scalar `lam`. Runs under the caller's grad
+        mode (wrap it in `torch.no_grad()` for visualization).
+        """
+        maps: list[dict[str, Tensor]] = []
+        self.encode(img, maps)
+        return maps if details else [m["attn"] for m in maps]
+
+    def lambdas(self) -> list[Tensor]:
+        """Each layer's differential-attention lambda (scalars, detached); [] for plain attention."""
+        return [b.attn.lam().detach() for b in self.blocks if hasattr(b.attn, "lam")]
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters to exempt from weight decay: every vector (norms, biases, lambda
+        vectors), the [CLS] token and the positional-embedding tables."""
+        return {
+            n for n, p in self.named_parameters()
+            if p.ndim <= 1 or n == "cls_token" or n.startswith("posemb.")
+        }
+
+    def patch_posemb(self) -> Tensor | None:
+        """Per-patch positional embeddings [gh*gw, C] of the trained grid (None if the plugin has none)."""
+        return self.posemb.patch_embeddings()
+
+
+def build_model(cfg: ModelConfig | dict[str, Any]) -> ViT:
+    """Validate a ModelConfig (or a recipe's `model:` mapping) and build the ViT it describes."""
+    data = dataclasses.asdict(cfg) if isinstance(cfg, ModelConfig) else cfg
+    return ViT(from_dict({"model": data}, source="build_model").model)

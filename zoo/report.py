@@ -1,0 +1,265 @@
+"""`zoo report`: compare runs from the files they leave behind, finished or not.
+
+Reads each run's recipe.yaml, metrics.jsonl, summary.json, eval_*.json and env.json, and
+writes report.md (a table over the recipe keys that differ between the runs), report.csv
+and three plots: validation accuracy per epoch, accuracy vs parameters, accuracy vs
+throughput. Nothing is recomputed: every number is one the run measured itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from zoo.errors import ZooError
+from zoo.recipe import read_yaml
+from zoo.rundir import METRICS_FILE, RECIPE_FILE, SUMMARY_FILE, atomic_write, read_jsonl
+from zoo.sweep import yaml_value
+
+PLOTS = {
+    "val_acc.png": "validation accuracy per epoch",
+    "acc_vs_params.png": "final validation accuracy vs parameters",
+    "acc_vs_throughput.png": "final validation accuracy vs training throughput",
+}
+
+
+@dataclass
+class Run:
+    path: Path
+    label: str
+    recipe: dict[str, Any]  # flattened: section.key -> value
+    metrics: list[dict[str, Any]]
+    summary: dict[str, Any]  # empty until the run finished
+    evals: dict[str, dict[str, Any]]  # split -> eval_<split>.json
+    env: dict[str, Any]
+
+    @property
+    def finished(self) -> bool:
+        return self.summary.get("status") == "finished"
+
+    def final_acc(self) -> float | None:
+        if self.finished:
+            return self.summary.get("final_val_acc")
+        return self.metrics[-1].get("val_acc") if self.metrics else None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def flatten(recipe: dict[str, Any]) -> dict[str, Any]:
+    """`{model: {depth: 9}}` -> `{model.depth: 9}`; plugin specs below stay whole values."""
+    out: dict[str, Any] = {}
+    for key, value in recipe.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def _natural(path: Path) -> list[Any]:
+    """Sort key that puts patch_size=8 before patch_size=16."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
+
+
+def find_runs(roots: list[Path]) -> list[Run]:
+    """Every folder holding a recipe.yaml under `roots` (a root may be a run itself)."""
+    paths: list[Path] = []
+    for root in roots:
+        if not root.is_dir():
+            raise ZooError(f"{root}: no such directory")
+        found = sorted((p.parent for p in root.rglob(RECIPE_FILE)), key=_natural)
+        for run in found:
+            if not any(parent in paths for parent in run.parents) and run not in paths:
+                paths.append(run)
+    if not paths:
+        raise ZooError(
+            f"no runs under {', '.join(map(str, roots))} (a run is a folder with {RECIPE_FILE}, "
+            "made by `zoo run` or `zoo sweep`)"
+        )
+    common = Path(os.path.commonpath([p.resolve() for p in paths]))
+    runs = []
+    for p in paths:
+        label = str(p.resolve().relative_to(common)) if len(paths) > 1 else p.name
+        evals = {f.stem.removeprefix("eval_"): _read_json(f) for f in sorted(p.glob("eval_*.json"))}
+        runs.append(Run(
+            path=p, label=label, recipe=flatten(read_yaml(p / RECIPE_FILE)),
+            metrics=[r for r in read_jsonl(p / METRICS_FILE) if "val_acc" in r],
+            summary=_read_json(p / SUMMARY_FILE), evals=evals, env=_read_json(p / "env.json"),
+        ))
+    return runs
+
+
+def varied_keys(runs: list[Run]) -> list[str]:
+    """Recipe keys whose value is not the same in every run, in recipe order."""
+    keys = list(dict.fromkeys(k for r in runs for k in r.recipe))
+    return [k for k in keys if len({yaml_value(r.recipe.get(k)) for r in runs}) > 1]
+
+
+def device(env: dict[str, Any]) -> str:
+    if env.get("gpus"):
+        return str(env["gpus"][0]) + (f" x{len(env['gpus'])}" if len(env["gpus"]) > 1 else "")
+    return f"CPU ({env['cpu_count']} cores)" if env.get("cpu_count") else "?"
+
+
+def table(runs: list[Run]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Columns and one row per run, raw values (the CSV); report.md formats them."""
+    keys = varied_keys(runs)
+    splits = sorted({s for r in runs for s in r.evals})
+    columns = ["run", *keys, "status", "epochs", "params", "best_val_acc", "final_val_acc",
+               *(f"{s}_acc" for s in splits), "img_per_s", "wall_time", "device"]
+    rows = []
+    for r in runs:
+        last = r.metrics[-1] if r.metrics else {}
+        accs = [m["val_acc"] for m in r.metrics]
+        s = r.summary if r.finished else {}
+        rows.append({
+            "run": r.label,
+            **{k: r.recipe.get(k) for k in keys},
+            "status": "finished" if r.finished else "incomplete",
+            "epochs": s.get("epochs", last.get("epoch")),
+            "params": s.get("params"),
+            "best_val_acc": s.get("best_val_acc", max(accs) if accs else None),
+            "final_val_acc": r.final_acc(),
+            **{f"{sp}_acc": r.evals.get(sp, {}).get("acc") for sp in splits},
+            "img_per_s": s.get("img_per_s", last.get("img_per_s")),
+            "wall_time": s.get("wall_time", last.get("time")),
+            "device": device(r.env),
+        })
+    return columns, rows
+
+
+def _fmt(column: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if column.endswith("_acc"):
+        return f"{100 * value:.2f}"
+    if column == "params":
+        return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.0f}k"
+    if column in ("img_per_s", "wall_time"):
+        return f"{value:.0f}"
+    if column == "epochs":
+        return f"{value:g}"
+    text = value if isinstance(value, str) else yaml_value(value)
+    return text.replace("|", "\\|")
+
+
+HEADERS = {
+    "best_val_acc": "best val acc %", "final_val_acc": "final val acc %",
+    "img_per_s": "train img/s", "wall_time": "wall s",
+}
+
+
+def markdown(title: str, columns: list[str], rows: list[dict[str, Any]]) -> str:
+    heads = [HEADERS.get(c, c.replace("_acc", " acc %") if c.endswith("_acc") else c) for c in columns]
+    lines = [
+        f"# {title}", "",
+        f"{len(rows)} runs, {sum(r['status'] == 'finished' for r in rows)} finished. Every "
+        "number is what the run itself measured and logged (see its env.json for the "
+        "machine); throughput is training images per second in the last evaluated epoch.", "",
+        "| " + " | ".join(heads) + " |",
+        "|" + "|".join(" --- " for _ in heads) + "|",
+        *("| " + " | ".join(_fmt(c, r[c]) for c in columns) + " |" for r in rows),
+        "",
+        *(f"![{what}]({name})" for name, what in PLOTS.items()),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_csv(columns: list[str], rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: v if v is None or isinstance(v, str | int | float) else yaml_value(v)
+                         for c, v in row.items()})
+    return buf.getvalue()
+
+
+def plots(runs: list[Run], rows: list[dict[str, Any]]) -> dict[str, bytes]:
+    """The three PNGs, drawn on bare Figures (Agg; no pyplot state, no display needed)."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    out = {}
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for r in runs:
+        if r.metrics:
+            ax.plot([m["epoch"] for m in r.metrics], [100 * m["val_acc"] for m in r.metrics],
+                    marker="o", markersize=3, label=r.label)
+    ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=PLOTS["val_acc.png"])
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize="small")
+    out["val_acc.png"] = _png(fig)
+    for name, x, xlabel, log in (
+        ("acc_vs_params.png", "params", "parameters", True),
+        ("acc_vs_throughput.png", "img_per_s", "training images per second", False),
+    ):
+        fig = Figure(figsize=(7, 4.5), layout="constrained")
+        ax = fig.add_subplot()
+        for row in rows:
+            if row[x] is not None and row["final_val_acc"] is not None:
+                y = 100 * row["final_val_acc"]
+                ax.scatter(row[x], y)
+                ax.annotate(row["run"], (row[x], y), fontsize="x-small",
+                            xytext=(4, 4), textcoords="offset points")
+        if log:
+            ax.set_xscale("log")
+        ax.margins(x=0.15, y=0.1)  # room for the labels
+        ax.set(xlabel=xlabel, ylabel="final validation accuracy (%)", title=PLOTS[name])
+        ax.grid(alpha=0.3)
+        out[name] = _png(fig)
+    return out
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    return buf.getvalue()
+
+
+def write_report(roots: list[Path], out: Path) -> list[Path]:
+    """Find the runs under `roots`, write report.md, report.csv and the plots into `out`."""
+    runs = find_runs(roots)
+    columns, rows = table(runs)
+    files = {
+        "report.md": markdown(f"Report: {', '.join(map(str, roots))}", columns, rows),
+        "report.csv": write_csv(columns, rows),
+        **plots(runs, rows),
+    }
+    for name, data in files.items():
+        atomic_write(out / name, data)
+    return [out / name for name in files]
+
+
+@click.command("report")
+@click.argument("runs_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", type=click.Path(), help="Where to write the report (default: the first RUNS_DIR).")
+def report(runs_dirs: tuple[str, ...], out: str | None) -> None:
+    """Compare the runs under RUNS_DIRS: report.md, report.csv and plots.
+
+    \b
+    zoo report runs/patch_size_shapes
+    zoo report runs/patch_size runs/posemb --out reports/cifar
+    """
+    roots = [Path(d) for d in runs_dirs]
+    files = write_report(roots, Path(out) if out else roots[0])
+    for f in files:
+        click.echo(f)
