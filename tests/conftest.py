@@ -33,3 +33,18 @@ def isolated_registry(monkeypatch):
 def zoo_exe() -> str:
     exe = Path(sys.executable).parent / "zoo"
     return str(exe) if exe.exists() else shutil.which("zoo")
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory) -> Path:
+    """The README's quickstart, run once per session as a user runs it (a real subprocess)."""
+    import subprocess
+
+    out = tmp_path_factory.mktemp("quickstart") / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "zoo", "run", str(ROOT / "recipes" / "quickstart.yaml"),
+         "--out", str(out), "--set", "log.progress=false"],
+        capture_output=True, text=True, timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
