@@ -88,7 +88,9 @@ def pick_device(pref: str, d: Dist) -> torch.device:
     if pref.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ZooError(f"train.device: '{pref}' requested but CUDA is not available; use auto or cpu")
-        return torch.device("cuda", d.local_rank if d.world > 1 else torch.device(pref).index or 0)
+        device = torch.device("cuda", d.local_rank if d.world > 1 else torch.device(pref).index or 0)
+        torch.cuda.set_device(device)
+        return device
     if pref != "cpu":
         raise ZooError(f"train.device: unknown device '{pref}'; use auto, cpu, cuda or cuda:N")
     return torch.device("cpu")
