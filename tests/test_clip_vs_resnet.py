@@ -1,0 +1,420 @@
+"""tools/clip_vs_resnet.py and the shared tools/clip_common.py, on tiny random models."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import clip_common as cc  # noqa: E402
+import clip_vs_resnet as cvr  # noqa: E402
+
+from zoo.errors import ZooError  # noqa: E402
+
+clip = cc.clip  # imported through clip_common, which silences openai-clip's pkg_resources warning
+
+# A CLIP small enough to build and run in milliseconds (ModifiedResNet image tower).
+TINY = cc.ClipArch(embed_dim=32, image_resolution=32, vision_layers=(1, 1, 1, 1), vision_width=8,
+                   vision_patch_size=None, transformer_width=64, transformer_heads=1, transformer_layers=2)
+TINY_RESNET = "test_resnet.r160_in1k"  # timm's 0.5 M-parameter ResNet test model, 1000 classes
+
+
+@pytest.fixture
+def tiny_clip(monkeypatch) -> str:
+    monkeypatch.setitem(cc.CLIP_ARCHS, "tiny", TINY)
+    return "tiny"
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> dict[str, Path]:
+    """scikit-image's sample photos written as JPEG/PNG files (shrunk: speed, not content)."""
+    folder = tmp_path_factory.mktemp("photos")
+    out = {}
+    for name, image in cc.sample_photos():
+        image.thumbnail((128, 128))
+        out[name] = folder / f"{name}.{'png' if name == 'coffee' else 'jpg'}"
+        image.save(out[name])
+    return out
+
+
+def _folder(tmp_path: Path, photos: dict[str, Path], layout: dict[str, str]) -> Path:
+    """Copy photos to tmp_path/<relative path> for each `relpath: photo name`."""
+    root = tmp_path / "images"
+    for rel, name in layout.items():
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(photos[name].read_bytes())
+    return root
+
+
+def _one_line_error(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exc:
+        cvr.main(argv)
+    assert exc.value.code == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("warning: ")]
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+# --- CLIP architectures and loading ---------------------------------------------------------
+
+
+def test_arch_table_matches_clip_build_model_and_open_clip():
+    """Every entry is what clip.model.build_model infers from such weights, and open_clip agrees."""
+    from clip.model import build_model
+    from open_clip import get_model_config
+
+    assert set(cc.CLIP_ARCHS) == set(clip.available_models())
+    for name, arch in cc.CLIP_ARCHS.items():
+        with torch.device("meta"):  # shapes only: no memory, no time
+            state = arch.build().state_dict()
+            rebuilt = build_model(dict(state))
+        assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in state.items()}
+        assert arch.transformer_heads == arch.transformer_width // 64  # build_model's rule
+        oc = get_model_config(name.replace("/", "-").replace("@336px", "-336"))
+        vision, text = oc["vision_cfg"], oc["text_cfg"]
+        layers = tuple(vision["layers"]) if isinstance(vision["layers"], list) else vision["layers"]
+        assert (arch.embed_dim, arch.image_resolution, arch.vision_layers, arch.vision_width,
+                arch.vision_patch_size) == (oc["embed_dim"], vision["image_size"], layers, vision["width"],
+                                            vision["patch_size"]), name
+        assert (arch.transformer_width, arch.transformer_heads, arch.transformer_layers, arch.context_length,
+                arch.vocab_size) == (text["width"], text["heads"], text["layers"], text["context_length"],
+                                     text["vocab_size"]), name
+
+
+def test_unknown_clip_model_suggests():
+    with pytest.raises(ZooError, match="did you mean RN50"):
+        cc.load_clip("RN5", device=torch.device("cpu"), random_init=True)
+
+
+def test_download_failure_is_a_one_line_hint(monkeypatch):
+    def offline(url, root):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(clip.clip, "_download", offline)
+    with pytest.raises(ZooError, match="--clip-weights FILE") as exc:
+        cc.load_clip("RN50", device=torch.device("cpu"))
+    assert "\n" not in str(exc.value)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")
+def test_clip_weights_file_loads_and_must_match_the_name(tmp_path, tiny_clip):
+    torch.manual_seed(1)
+    model = TINY.build()
+    path = tmp_path / "tiny.pt"
+    torch.save(model.state_dict(), path)
+    loaded = cc.load_clip(tiny_clip, weights=path, device=torch.device("cpu"))
+    assert loaded.model.dtype == torch.float32 and not loaded.random_init
+    assert torch.equal(loaded.model.text_projection, model.text_projection)
+    # OpenAI releases TorchScript archives; clip.load reads them (and keeps their values in FP16).
+    scripted = tmp_path / "tiny_jit.pt"
+    torch.jit.save(torch.jit.trace_module(model, {"encode_image": torch.randn(1, 3, 32, 32)}), scripted)
+    loaded = cc.load_clip(tiny_clip, weights=scripted, device=torch.device("cpu"))
+    assert loaded.model.dtype == torch.float32
+    torch.testing.assert_close(loaded.model.text_projection, model.text_projection, atol=1e-3, rtol=1e-3)
+    with pytest.raises(ZooError, match="not a CLIP RN50 checkpoint"):
+        cc.load_clip("RN50", weights=path, device=torch.device("cpu"))
+    with pytest.raises(ZooError, match="no such file"):
+        cc.load_clip("RN50", weights=tmp_path / "missing.pt", device=torch.device("cpu"))
+
+
+# --- zero-shot head -------------------------------------------------------------------------
+
+
+def test_encode_text_equals_clip_encode_text():
+    torch.manual_seed(0)
+    model = TINY.build()
+    tokens = clip.tokenize(["a photo of a tabby cat.", "dog", "a low resolution photo of the golden retriever."])
+    with torch.no_grad():
+        torch.testing.assert_close(cc.encode_text(model, tokens), model.encode_text(tokens), atol=1e-5, rtol=1e-5)
+
+
+def test_zero_shot_logits_equal_clip_forward():
+    """Our head + logits are CLIP's own model(image, text) logits for the same prompts."""
+    torch.manual_seed(0)
+    model = TINY.build()
+    names = ["tench", "goldfish", "tabby cat", "space shuttle", "espresso"]
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        head = cc.class_embeddings(model, names, ("a photo of a {}.",), batch_size=2, progress=False)
+        ours = cc.zero_shot_logits(model, images, head)
+        theirs, _ = model(images, clip.tokenize([f"a photo of a {n}." for n in names]))
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_prompt_ensemble_averages_unit_vectors():
+    per_prompt = torch.tensor([
+        [[10.0, 0.0], [0.0, 1.0]],  # lengths must not weigh in: the mean of unit vectors
+        [[3.0, 4.0], [6.0, 8.0]],   # same direction twice
+    ])
+    out = cc.ensemble(per_prompt)
+    torch.testing.assert_close(out, torch.tensor([[math.sqrt(0.5), math.sqrt(0.5)], [0.6, 0.8]]))
+    torch.testing.assert_close(out.norm(dim=-1), torch.ones(2))
+
+
+def test_ensemble_of_templates_on_a_model():
+    torch.manual_seed(0)
+    model = TINY.build()
+    templates = ("a photo of a {}.", "a drawing of a {}.", "{}")
+    with torch.no_grad():
+        head = cc.class_embeddings(model, ["tench", "goldfish"], templates, progress=False)
+        for i, name in enumerate(["tench", "goldfish"]):
+            emb = model.encode_text(clip.tokenize([t.format(name) for t in templates]))
+            expected = torch.nn.functional.normalize(torch.nn.functional.normalize(emb, dim=-1).mean(0), dim=0)
+            torch.testing.assert_close(head[i], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_prompt_modes():
+    assert len(cc.prompt_templates("ensemble")) == 80
+    assert all("{}" in t for t in cc.prompt_templates("ensemble"))
+    assert cc.prompt_templates("single") == ("a photo of a {}.",)
+    assert cc.resolve_prompts("auto", random_init=False) == "ensemble"
+    assert cc.resolve_prompts("auto", random_init=True) == "single"
+    with pytest.raises(ZooError, match="did you mean single"):
+        cc.resolve_prompts("singel", random_init=False)
+
+
+def test_text_embeddings_are_cached_per_weights(tmp_path, tiny_clip, monkeypatch):
+    cpu = torch.device("cpu")
+    loaded = cc.load_clip(tiny_clip, random_init=True, device=cpu)
+    first = cc.zero_shot_head(loaded, "name", cache_dir=tmp_path, progress=False)
+    files = list(tmp_path.iterdir())
+    assert first.shape == (1000, TINY.embed_dim) and len(files) == 1
+    assert files[0].name.startswith("tiny-random-name-")
+
+    def fail(*args, **kwargs):
+        raise AssertionError("cache miss")
+
+    monkeypatch.setattr(cc, "class_embeddings", fail)
+    torch.testing.assert_close(cc.zero_shot_head(loaded, "name", cache_dir=tmp_path, progress=False), first)
+    other = cc.load_clip(tiny_clip, random_init=True, device=cpu, seed=1)  # other weights: other key
+    with pytest.raises(AssertionError, match="cache miss"):
+        cc.zero_shot_head(other, "name", cache_dir=tmp_path, progress=False)
+
+
+# --- labels and input layouts ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def classes() -> cvr.ImageNetClasses:
+    return cvr.ImageNetClasses()
+
+
+def test_imagenet_class_lookup(classes):
+    assert classes.wnids[0] == "n01440764" and classes.names[0] == "tench"
+    tabby = classes.wnids.index("n02123045")
+    assert classes.index("n02123045") == classes.index("tabby cat") == classes.index("Tabby_Cat") == tabby
+    assert classes.index("281") == 281
+    assert classes.wnids[classes.index("golden_retriever")] == "n02099601"
+    assert classes.wnids[classes.index("missile")] == "n03773504"  # CLIP names it twice; WordNet decides
+    with pytest.raises(ZooError, match="did you mean goldfish"):
+        classes.index("goldfsh")
+    with pytest.raises(ZooError, match="not one of the 1000"):
+        classes.index("n99999999")
+
+
+def test_flat_folder_is_unlabelled(tmp_path, photos, classes):
+    root = _folder(tmp_path, photos, {"a.jpg": "chelsea", "b.png": "coffee"})
+    (root / "notes.txt").write_text("not an image")
+    (root / ".hidden.jpg").write_bytes(photos["rocket"].read_bytes())
+    samples = cvr.collect_samples(root, classes)
+    assert [(s.rel, s.label) for s in samples] == [("a.jpg", None), ("b.png", None)]
+
+
+def test_imagefolder_with_wnids_and_names(tmp_path, photos, classes):
+    root = _folder(tmp_path, photos, {"n02123045/cat.jpg": "chelsea", "espresso/cup.png": "coffee",
+                                      "space_shuttle/r.jpg": "rocket"})
+    labels = {s.rel: classes.wnids[s.label] for s in cvr.collect_samples(root, classes)}
+    assert labels == {"n02123045/cat.jpg": "n02123045", "espresso/cup.png": "n07920052",
+                      "space_shuttle/r.jpg": "n04266014"}
+    (root / "holidays").mkdir()
+    (root / "holidays" / "x.jpg").write_bytes(photos["rocket"].read_bytes())
+    with pytest.raises(ZooError, match="--unlabelled"):
+        cvr.collect_samples(root, classes)
+    assert all(s.label is None for s in cvr.collect_samples(root, classes, unlabelled=True))
+
+
+def test_labels_csv(tmp_path, photos, classes):
+    root = _folder(tmp_path, photos, {"a.jpg": "chelsea", "sub/b.png": "coffee", "c.jpg": "rocket"})
+    table = tmp_path / "labels.csv"
+    table.write_text("path,label\na.jpg,n02123045\nsub/b.png,espresso\n\nc.jpg,\n")
+    samples = cvr.collect_samples(root, classes, table)
+    assert [(s.rel, s.label) for s in samples] == [("a.jpg", classes.index("tabby cat")),
+                                                   ("sub/b.png", classes.index("espresso")), ("c.jpg", None)]
+    bad = {
+        "a.jpg,tabby cat,extra\n": "labels.csv:1: expected 'path,label', got 3 fields",
+        "path,label\nmissing.jpg,tench\n": "labels.csv:2: no such image",
+        "a.jpg,not a class\n": "labels.csv:1: 'not a class' is not an ImageNet class",
+        "\n\n": "no rows",
+    }
+    for text, message in bad.items():
+        table.write_text(text)
+        with pytest.raises(ZooError, match=message):
+            cvr.collect_samples(root, classes, table)
+
+
+def test_empty_or_missing_folder(tmp_path, classes):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ZooError, match="no images found"):
+        cvr.collect_samples(tmp_path / "empty", classes)
+    with pytest.raises(ZooError, match="not a folder"):
+        cvr.collect_samples(tmp_path / "nope", classes)
+
+
+# --- metrics and galleries ------------------------------------------------------------------
+
+
+def _pred(label, clip_top1, clip_p, resnet_top1, resnet_p, name="x") -> cvr.Prediction:
+    rest = [900, 901, 902, 903]
+    return cvr.Prediction(name, Path(name), label, [clip_top1, *rest], [clip_p, 0.1, 0.1, 0.1, 0.1],
+                          [resnet_top1, *rest], [resnet_p, 0.1, 0.1, 0.1, 0.1])
+
+
+def test_gallery_split_on_fabricated_predictions():
+    preds = [
+        _pred(1, 1, 0.3, 2, 0.9, "clip_right_low_conf"),
+        _pred(1, 1, 0.8, 2, 0.1, "clip_right_high_conf"),
+        _pred(1, 2, 0.9, 1, 0.2, "resnet_right"),
+        _pred(1, 1, 0.5, 1, 0.5, "both_right"),
+        _pred(1, 3, 0.5, 4, 0.5, "both_wrong"),
+        _pred(None, 5, 0.7, 6, 0.4, "unlabelled_clip_surer"),
+        _pred(None, 5, 0.2, 6, 0.4, "unlabelled_resnet_surer"),
+        _pred(None, 5, 0.9, 5, 0.1, "unlabelled_agree"),
+        _pred(None, 5, 0.4, 6, 0.4, "unlabelled_tie"),
+    ]
+    split = cvr.split_galleries(preds)
+    assert [p.rel for p in split["clip_better"]] == ["clip_right_high_conf", "unlabelled_clip_surer",
+                                                     "clip_right_low_conf"]
+    assert [p.rel for p in split["resnet_better"]] == ["unlabelled_resnet_surer", "resnet_right"]
+
+
+def test_accuracy_and_agreement_matrix(classes):
+    preds = [
+        _pred(1, 1, 0.9, 1, 0.9),  # both right
+        _pred(1, 1, 0.9, 2, 0.9),  # only CLIP
+        _pred(2, 3, 0.9, 2, 0.9),  # only ResNet
+        _pred(2, 3, 0.9, 900, 0.9),  # both wrong; label 2 not in top-5 of either
+        _pred(None, 3, 0.9, 3, 0.9),  # unlabelled: ignored
+    ]
+    acc = cvr.accuracy(preds, classes)
+    assert acc["n_labelled"] == 4
+    assert acc["agreement"] == {"both_right": 1, "only_clip": 1, "only_resnet": 1, "both_wrong": 1}
+    assert acc["clip"]["top1"] == 0.5 and acc["resnet"]["top1"] == 0.5
+    assert [(c["wnid"], c["n"], c["clip_top1"], c["resnet_top1"]) for c in acc["per_class"]] == [
+        (classes.wnids[1], 2, 1.0, 0.5), (classes.wnids[2], 2, 0.0, 0.5)]
+    assert cvr.accuracy(preds[-1:], classes) is None
+
+
+# --- architecture ---------------------------------------------------------------------------
+
+
+def test_design_facts_come_from_the_module_trees():
+    import timm
+
+    with torch.device("meta"):
+        clip_rn50 = cc.CLIP_ARCHS["RN50"].build().visual
+        clip_vit = cc.CLIP_ARCHS["ViT-B/32"].build().visual
+        resnet = timm.create_model("resnet50", pretrained=False)
+    facts = cvr.design_facts(clip_rn50)
+    assert facts[0].startswith("stem: 3 convolution(s)") and "AvgPool2d(2)" in facts[0]
+    assert "no strided convolution" in facts[2] and "7 AvgPool2d" in facts[2]
+    assert "attention pooling, 32 heads" in facts[3] and "1024-d embedding" in facts[3]
+    facts = cvr.design_facts(resnet)
+    assert facts[0].startswith("stem: 1 convolution(s) (7x7/s2") and "MaxPool2d" in facts[0]
+    assert "3 of 1x1, 3 of 3x3" in facts[2]
+    assert facts[3] == "head: global avg pooling -> linear 2048 -> 1000"
+    assert cvr.design_facts(clip_vit)[0].startswith("patch embedding: 32x32/s32")
+
+
+def test_unknown_timm_models():
+    cpu = torch.device("cpu")
+    with pytest.raises(ZooError, match="unknown timm model 'resnet5O'"):
+        cvr.load_resnet("resnet5O", device=cpu, random_init=True)
+    with pytest.raises(ZooError, match="resnet50 has: .*resnet50.a1_in1k"):
+        cvr.load_resnet("resnet50.nope", device=cpu, random_init=True)
+
+
+def test_resnet_download_failure_is_a_one_line_hint(monkeypatch):
+    import timm
+
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co'\nsecond line")
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(ZooError, match="--resnet-weights FILE") as exc:
+        cvr.load_resnet("resnet50.a1_in1k", device=torch.device("cpu"))
+    assert "\n" not in str(exc.value)
+
+
+# --- end to end -----------------------------------------------------------------------------
+
+
+def test_end_to_end_tiny_models(tmp_path, photos, tiny_clip, capsys):
+    root = _folder(tmp_path, photos, {"n02123045/cat.jpg": "chelsea", "espresso/cup.png": "coffee",
+                                      "space_shuttle/r.jpg": "rocket", "astronaut.jpg": "astronaut"})
+    (root / "espresso" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    out = tmp_path / "out"
+    summary = cvr.main([str(root), "--out", str(out), "--clip-model", tiny_clip, "--resnet", TINY_RESNET,
+                        "--random-init", "--cache-dir", str(tmp_path / "cache"), "--workers", "0",
+                        "--batch-size", "2", "--device", "cpu", "--no-progress", "--gallery-max", "2"])
+    assert "warning: skipped espresso/broken.jpg" in capsys.readouterr().err
+    assert summary["skipped"][0]["path"] == "espresso/broken.jpg"
+    assert json.loads((out / "summary.json").read_text())["n_images"] == 4
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert len(rows) == 4 and float(rows[0]["clip_p1"]) >= float(rows[0]["clip_p2"])
+    assert {r["label_wnid"] for r in rows} == {"n02123045", "n07920052", "n04266014", ""}
+    assert summary["accuracy"]["n_labelled"] == 3
+    report = (out / "report.md").read_text()
+    assert "RANDOM WEIGHTS" in report and "## Architecture" in report
+    for gallery, files in summary["gallery_files"].items():
+        assert len(files) == min(2, summary["galleries"][gallery])
+        for png in files:
+            assert (out / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in report
+
+
+def test_bad_input_gives_one_line_errors(tmp_path, photos, capsys, tiny_clip):
+    (tmp_path / "empty").mkdir()
+    base = ["--out", str(tmp_path / "out"), "--random-init", "--device", "cpu"]
+    assert "no images found" in _one_line_error(capsys, [str(tmp_path / "empty"), *base])
+    root = _folder(tmp_path, photos, {"a.jpg": "chelsea"})
+    assert "unknown CLIP model 'RN51'" in _one_line_error(capsys, [str(root), *base, "--clip-model", "RN51"])
+    assert "unknown timm model" in _one_line_error(
+        capsys, [str(root), *base, "--clip-model", tiny_clip, "--resnet", "resnet_fifty"])
+    table = tmp_path / "bad.csv"
+    table.write_text("a.jpg\n")
+    assert "bad.csv:1: expected 'path,label'" in _one_line_error(capsys, [str(root), *base, "--labels", str(table)])
+    assert "--batch-size" in _one_line_error(capsys, [str(root), *base, "--batch-size", "0"])
+    assert "unrecognized arguments" in _one_line_error(capsys, [str(root), *base, "--bogus"])
+    (root / "a.jpg").write_bytes(b"garbage")
+    assert "none of the 1 images could be read" in _one_line_error(
+        capsys, [str(root), *base, "--clip-model", tiny_clip, "--resnet", TINY_RESNET, "--workers", "0",
+                 "--no-progress", "--cache-dir", str(tmp_path / "cache")])
+
+
+def test_script_runs_as_a_subprocess(tmp_path, photos):
+    """The real command line: full-size RN50 CLIP and ResNet-50, random weights, on CPU."""
+    root = _folder(tmp_path, photos, {f"{n}.jpg": n for n in photos})
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "tools" / "clip_vs_resnet.py"), str(root), "--out", str(out),
+           "--random-init", "--prompts", "name", "--device", "cpu", "--workers", "0", "--no-progress",
+           "--cache-dir", str(tmp_path / "cache")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for name in ("predictions.csv", "summary.json", "report.md", "clip_better", "resnet_better"):
+        assert (out / name).exists(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["random_init"] and summary["architecture"]["resnet"]["params"] > 20e6
+
+    bad = subprocess.run([*cmd[:2], str(tmp_path / "missing"), "--out", str(out)], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing'}: "
+                                                                       "not a folder of images"]

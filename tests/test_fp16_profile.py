@@ -1,0 +1,176 @@
+"""tools/fp16_profile.py on CPU with a tiny random CLIP."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import clip_common as cc  # noqa: E402
+import fp16_profile as fp  # noqa: E402
+
+from zoo.errors import ZooError  # noqa: E402
+
+TINY = cc.ClipArch(embed_dim=32, image_resolution=32, vision_layers=(1, 1, 1, 1), vision_width=8,
+                   vision_patch_size=None, transformer_width=64, transformer_heads=1, transformer_layers=2)
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def tiny_clip(monkeypatch) -> str:
+    monkeypatch.setitem(cc.CLIP_ARCHS, "tiny", TINY)
+    return "tiny"
+
+
+def _one_line_error(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exc:
+        fp.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_latency_stats_median_p90_throughput():
+    stats = fp.latency_stats([float(v) for v in (10, 1, 9, 2, 8, 3, 7, 4, 6, 5)])
+    assert stats["median_ms"] == 5.5
+    assert stats["p90_ms"] == pytest.approx(9.1)  # rank 0.9 * 9 = 8.1 between 9 and 10
+    assert (stats["mean_ms"], stats["min_ms"], stats["n"]) == (5.5, 1.0, 10)
+    assert fp.throughput(8, 4.0) == 2000.0
+
+
+def test_memory_arithmetic():
+    assert fp.activation_bytes(peak_allocated=1000, resident=300) == 700
+    assert fp.activation_bytes(peak_allocated=100, resident=300) == 0
+    block = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))  # 15 + 6 params, 3 + 3 + 1 buffers
+    assert fp.param_bytes(block) == (15 + 6) * 4 + (3 + 3) * 4 + 8  # num_batches_tracked is int64
+    assert fp.param_bytes(block.half()) == (15 + 6 + 3 + 3) * 2 + 8
+
+
+def test_timer_counts_repeats_and_runs_warmup():
+    calls = []
+    times = fp.time_forward(lambda: calls.append(1), warmup=2, repeats=3, device=CPU)
+    assert len(calls) == 5 and len(times) == 3 and all(t >= 0 for t in times)
+
+
+def test_profiling_leaves_the_model_unchanged():
+    torch.manual_seed(0)
+    visual = TINY.build().visual
+    before = {k: v.clone() for k, v in visual.state_dict().items()}
+    rows = fp.profile(visual, list(fp.MODES.values()), [1, 2], resolution=32, device=CPU, warmup=0,
+                      repeats=2, progress=False)
+    assert [(r["mode"], r["batch"]) for r in rows] == [(m, b) for m in fp.MODES for b in (1, 2)]
+    for r in rows:
+        assert r["status"] == "ok" or r["status"].startswith("unsupported"), r
+        if r["status"] == "ok":
+            assert r["median_ms"] > 0 and r["img_per_s"] > 0 and "peak_allocated_bytes" not in r
+    after = visual.state_dict()
+    assert after.keys() == before.keys()
+    for k, v in before.items():
+        assert after[k].dtype == v.dtype and torch.equal(after[k], v), k
+    half = {r["mode"]: r["params_bytes"] for r in rows}
+    assert half["fp16"] < half["fp32"] == half["amp-fp16"]
+
+
+class _NoHalf(nn.Module):
+    """Stands in for a build without FP16 kernels on this device."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float16:
+            raise RuntimeError('"addmm_impl_cpu_" not implemented for \'Half\'\nmore detail')
+        return self.linear(x.mean(dim=(2, 3)))
+
+
+def test_unsupported_mode_is_reported_not_raised():
+    modes = [fp.MODES["fp32"], fp.MODES["fp16"]]
+    rows = fp.profile(_NoHalf(), modes, [1, 4], resolution=8, device=CPU, warmup=0, repeats=1, progress=False)
+    assert [r["status"] for r in rows[:2]] == ["ok", "ok"]
+    assert all(r["status"] == "unsupported: RuntimeError: \"addmm_impl_cpu_\" not implemented for 'Half'"
+               for r in rows[2:])
+    impact = fp.prediction_impact(_NoHalf(), modes, torch.randn(2, 3, 8, 8), torch.eye(2), 1.0, CPU)
+    assert impact["fp32"]["top1_agreement"] == 1.0 and impact["fp16"]["status"].startswith("unsupported")
+
+
+def test_agreement_metrics_on_known_tensors():
+    head = torch.eye(3)
+    same = fp.agreement(torch.tensor([[2.0, 0, 0]]), torch.tensor([[2.0, 0, 0]]), head, logit_scale=1.0)
+    assert same["top1_agreement"] == 1.0 and same["kl_mean"] == 0.0 and same["max_abs_prob_change"] == 0.0
+    assert same["cosine_mean"] == pytest.approx(1.0)
+    # logits [1, 0, 0] vs [0, 1, 0]: p = [e, 1, 1] / (e + 2) and q = [1, e, 1] / (e + 2)
+    moved = fp.agreement(torch.tensor([[1.0, 0, 0], [1.0, 0, 0]]), torch.tensor([[0, 5.0, 0], [1.0, 0, 0]]),
+                         head, logit_scale=1.0)
+    e = math.e
+    assert moved["top1_agreement"] == 0.5
+    assert moved["max_abs_prob_change"] == pytest.approx((e - 1) / (e + 2))
+    assert moved["mean_abs_prob_change"] == pytest.approx((e - 1) / (e + 2) / 2)
+    assert moved["kl_mean"] == pytest.approx((e - 1) / (e + 2) / 2)  # KL(p||q) = (e - 1) / (e + 2)
+    assert (moved["cosine_mean"], moved["cosine_min"]) == (pytest.approx(0.5), pytest.approx(0.0))
+    assert moved["non_finite_embeddings"] == 0
+
+
+def test_argument_parsing():
+    assert fp.parse_batch_sizes("1,8,32") == [1, 8, 32]
+    assert [m.name for m in fp.parse_modes("fp16, amp-bf16,fp16")] == ["fp16", "amp-bf16"]
+    with pytest.raises(ZooError, match="did you mean amp-fp16"):
+        fp.parse_modes("amp_fp16")
+
+
+def test_bad_arguments_give_one_line_errors(capsys, tmp_path):
+    out = ["--out", str(tmp_path)]
+    assert "comma-separated positive integers" in _one_line_error(capsys, [*out, "--batch-sizes", "1,x"])
+    assert "comma-separated positive integers" in _one_line_error(capsys, [*out, "--batch-sizes", "0,4"])
+    assert "unknown mode 'int8'" in _one_line_error(capsys, [*out, "--modes", "fp32,int8"])
+    assert "unknown CLIP model 'RN49'" in _one_line_error(capsys, [*out, "--clip-model", "RN49", "--device", "cpu"])
+    assert "--device tpu" in _one_line_error(capsys, [*out, "--device", "tpu"])
+    assert "invalid choice" in _one_line_error(capsys, [*out, "--prompts", "many"])
+    assert "--repeats" in _one_line_error(capsys, [*out, "--repeats", "0", "--device", "cpu"])
+    if not torch.cuda.is_available():
+        assert "CUDA is not available" in _one_line_error(capsys, [*out, "--device", "cuda"])
+
+
+def test_evaluation_images(tmp_path):
+    preprocess = cc.clip.clip._transform(32)
+    images, note = fp.evaluation_images(None, preprocess, 32)
+    assert images.shape == (4, 3, 32, 32) and "scikit-image" in note
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    with pytest.raises(ZooError, match="no readable images"):
+        fp.evaluation_images(folder, preprocess, 32)
+    (folder / "bad.png").write_bytes(b"nope")
+    next(cc.sample_photos())[1].save(folder / "good.jpg")
+    images, note = fp.evaluation_images(folder, preprocess, 32)
+    assert images.shape == (1, 3, 32, 32) and note.startswith("1 images")
+
+
+def test_environment_on_cpu():
+    env = fp.environment(CPU)
+    assert env["gpu"] == env["driver"] == "n/a" and env["torch"] == torch.__version__ and env["cpu_count"] >= 1
+    assert fp.device_memory_used(CPU) == (None, "n/a")
+
+
+def test_end_to_end_tiny_model_writes_every_output(tmp_path, tiny_clip):
+    out = tmp_path / "out"
+    results = fp.main(["--clip-model", tiny_clip, "--random-init", "--device", "cpu", "--batch-sizes", "1,2",
+                       "--warmup", "0", "--repeats", "2", "--out", str(out), "--no-progress",
+                       "--cache-dir", str(tmp_path / "cache")])
+    for name in ("results.json", "results.md", "latency.png", "memory.png"):
+        assert (out / name).stat().st_size > 0, name
+    saved = json.loads((out / "results.json").read_text())
+    assert len(saved["latency"]) == 8 and saved["environment"]["device"] == "cpu"
+    assert set(saved["prediction_impact"]) == set(fp.MODES)
+    assert saved["prediction_impact"]["fp32"]["top1_agreement"] == 1.0
+    markdown = (out / "results.md").read_text()
+    assert "RANDOM WEIGHTS" in markdown and "not meaningful" in markdown and "| amp-bf16 | 2 |" in markdown
+    assert results["config"]["timing"].startswith("time.perf_counter")

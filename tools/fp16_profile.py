@@ -1,0 +1,544 @@
+"""FP32, FP16 and AMP (FP16/BF16 autocast) for CLIP's image encoder: speed, memory, predictions.
+
+    python tools/fp16_profile.py --out OUT [--clip-model RN50] [--random-init] [--device auto]
+        [--batch-sizes 1,8,32,128,256] [--modes fp32,fp16,amp-fp16,amp-bf16] [--images DIR]
+
+Modes: `fp32`; `fp16`, a `.half()` copy of the encoder (weights and activations in FP16);
+`amp-fp16` / `amp-bf16`, FP32 weights under `torch.autocast`, which runs matmuls and
+convolutions in the low-precision type and keeps precision-sensitive ops in FP32
+(Micikevicius et al., "Mixed Precision Training", arXiv:1710.03740; bfloat16: Kalamkar et al.,
+"A Study of BFLOAT16 for Deep Learning Training", arXiv:1905.12322).
+
+Latency is timed with CUDA events after warm-up (wall clock on CPU); memory comes from the CUDA
+caching allocator and NVML. How predictions move is measured with CLIP's ImageNet zero-shot head
+(shared with clip_vs_resnet.py) against FP32. See docs/fp16.md for every column.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import gc
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from clip_common import (
+    DEFAULT_CACHE_DIR,
+    PROMPT_MODES,
+    SAMPLE_PHOTOS,
+    ArgumentParser,
+    first_line,
+    list_images,
+    load_clip,
+    load_rgb,
+    resolve_device,
+    resolve_prompts,
+    sample_photos,
+    zero_shot_head,
+)
+from torch import nn
+from tqdm import tqdm
+
+from zoo.errors import ZooError, exit_on_user_error, suggest
+
+MiB = 2**20
+DEFAULT_BATCH_SIZES = "1,8,32,128,256"
+RANDOM_BANNER = ("RANDOM WEIGHTS (--random-init): timings and memory are real, "
+                 "but the prediction-impact numbers are not meaningful")
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    weights: torch.dtype  # what the weights and the input batch are cast to
+    autocast: torch.dtype | None
+    description: str
+
+
+MODES = {m.name: m for m in (
+    Mode("fp32", torch.float32, None, "FP32 weights and math"),
+    Mode("fp16", torch.float16, None, "a .half() copy: FP16 weights and activations"),
+    Mode("amp-fp16", torch.float32, torch.float16, "FP32 weights, torch.autocast(dtype=float16)"),
+    Mode("amp-bf16", torch.float32, torch.bfloat16, "FP32 weights, torch.autocast(dtype=bfloat16)"),
+)}
+
+
+def parse_batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in text.split(",")]
+    except ValueError as e:
+        raise ZooError(f"--batch-sizes {text!r}: expected comma-separated positive integers, e.g. 1,8,32") from e
+    if not sizes or min(sizes) < 1:
+        raise ZooError(f"--batch-sizes {text!r}: expected comma-separated positive integers, e.g. 1,8,32")
+    return sizes
+
+
+def parse_modes(text: str) -> list[Mode]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    for name in names:
+        if name not in MODES:
+            raise ZooError(f"--modes: unknown mode '{name}'{suggest(name, MODES)}; choose from {', '.join(MODES)}")
+    if not names:
+        raise ZooError(f"--modes: give at least one of {', '.join(MODES)}")
+    return [MODES[n] for n in dict.fromkeys(names)]
+
+
+# --- running a mode -------------------------------------------------------------------------
+
+
+def model_for(model: nn.Module, mode: Mode) -> nn.Module:
+    """The module to run in `mode`; FP16 works on a copy so the caller's model never changes."""
+    return copy.deepcopy(model).to(mode.weights) if mode.weights != torch.float32 else model
+
+
+@contextlib.contextmanager
+def precision(mode: Mode, device: torch.device) -> Iterator[None]:
+    if mode.autocast is None:
+        yield
+    else:
+        with torch.autocast(device.type, dtype=mode.autocast):
+            yield
+
+
+def forward(model: nn.Module, x: torch.Tensor, mode: Mode, device: torch.device) -> torch.Tensor:
+    with torch.inference_mode(), precision(mode, device):
+        return model(x.to(mode.weights))
+
+
+# --- timing and memory ----------------------------------------------------------------------
+
+
+def latency_stats(ms: list[float]) -> dict[str, float]:
+    """Median and 90th percentile (numpy's linear interpolation between order statistics)."""
+    a = np.asarray(ms, dtype=np.float64)
+    return {"median_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)),
+            "mean_ms": float(a.mean()), "min_ms": float(a.min()), "n": int(a.size)}
+
+
+def throughput(batch: int, median_ms: float) -> float:
+    """Images per second at the median latency."""
+    return batch / (median_ms / 1000.0)
+
+
+def param_bytes(model: nn.Module) -> int:
+    """Bytes held by parameters and buffers (BatchNorm statistics, masks)."""
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+
+
+def activation_bytes(peak_allocated: int, resident: int) -> int:
+    """Peak allocated minus what was allocated before the batch existed (the resident weights):
+    the input, intermediate and output tensors, and autocast's cast copies of the weights."""
+    return max(peak_allocated - resident, 0)
+
+
+def time_forward(fn: Callable[[], object], *, warmup: int, repeats: int, device: torch.device) -> list[float]:
+    """Milliseconds per call: CUDA events on the GPU (no host overhead), perf_counter on CPU."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        for _ in range(repeats):
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+    else:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1000.0)
+    return times
+
+
+def device_memory_used(device: torch.device) -> tuple[int | None, str]:
+    """Memory in use on the whole GPU, as nvidia-smi shows it (NVML), else from the CUDA driver."""
+    if device.type != "cuda":
+        return None, "n/a"
+    try:
+        return torch.cuda.device_memory_used(device), "nvml"
+    except Exception:  # pynvml missing, or NVML unusable in this container
+        free, total = torch.cuda.mem_get_info(device)
+        return total - free, "torch.cuda.mem_get_info"
+
+
+def profile(model: nn.Module, modes: list[Mode], batch_sizes: list[int], *, resolution: int,
+            device: torch.device, warmup: int, repeats: int, progress: bool = True) -> list[dict]:
+    """One row per (mode, batch size). A mode this build cannot run is reported, not raised."""
+    rows = []
+    cuda = device.type == "cuda"
+    generator = torch.Generator(device=device).manual_seed(0)
+    for mode in modes:
+        m = model_for(model, mode)
+        failure = None
+        for batch in tqdm(batch_sizes, desc=mode.name, disable=not progress, leave=False):
+            row = {"mode": mode.name, "batch": batch, "params_bytes": param_bytes(m), "status": "ok"}
+            rows.append(row)
+            if failure is not None:
+                row["status"] = failure
+                continue
+            if cuda:
+                gc.collect()
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
+                resident = torch.cuda.memory_allocated(device)
+            try:
+                x = torch.randn(batch, 3, resolution, resolution, device=device, generator=generator)
+                call = functools.partial(forward, m, x, mode, device)
+                ms = time_forward(call, warmup=warmup, repeats=repeats, device=device)
+            except torch.cuda.OutOfMemoryError:
+                row["status"] = "out of memory"
+                continue
+            except (RuntimeError, NotImplementedError) as e:  # e.g. an op without a Half kernel on CPU
+                failure = row["status"] = f"unsupported: {first_line(e)}"
+                continue
+            finally:
+                x = call = None  # freed before the next batch size measures what is resident
+            stats = latency_stats(ms)
+            row.update(stats, img_per_s=throughput(batch, stats["median_ms"]))
+            if cuda:
+                peak = torch.cuda.max_memory_allocated(device)
+                used, source = device_memory_used(device)
+                act = activation_bytes(peak, resident)
+                row.update(peak_allocated_bytes=peak, peak_reserved_bytes=torch.cuda.max_memory_reserved(device),
+                           device_used_bytes=used, device_used_source=source, activation_bytes=act,
+                           mode_bytes=row["params_bytes"] + act)
+        del m
+    if cuda:
+        gc.collect()
+        torch.cuda.empty_cache()
+    return rows
+
+
+# --- prediction impact ----------------------------------------------------------------------
+
+
+def agreement(ref_emb: torch.Tensor, emb: torch.Tensor, head: torch.Tensor, logit_scale: float) -> dict:
+    """How a mode's zero-shot predictions differ from FP32's on the same images.
+
+    top1_agreement: share of images with the same top-1 class; max/mean_abs_prob_change: the
+    largest change of any class probability in an image, max and mean over images;
+    kl_mean: KL(p_fp32 || p_mode) in nats, mean over images; cosine_*: of the image embeddings.
+    """
+    ref_emb, emb, head = ref_emb.double(), emb.double(), head.double()
+    ref_logits = logit_scale * F.normalize(ref_emb, dim=-1) @ head.t()
+    logits = logit_scale * F.normalize(emb, dim=-1) @ head.t()
+    ref_logp, logp = ref_logits.log_softmax(dim=-1), logits.log_softmax(dim=-1)
+    change = (logp.exp() - ref_logp.exp()).abs().amax(dim=-1)
+    cosine = F.cosine_similarity(ref_emb, emb, dim=-1)
+    return {
+        "n_images": int(emb.shape[0]),
+        "top1_agreement": float((ref_logits.argmax(-1) == logits.argmax(-1)).double().mean()),
+        "max_abs_prob_change": float(change.max()),
+        "mean_abs_prob_change": float(change.mean()),
+        "kl_mean": float((ref_logp.exp() * (ref_logp - logp)).sum(dim=-1).mean()),
+        "cosine_mean": float(cosine.mean()),
+        "cosine_min": float(cosine.min()),
+        "non_finite_embeddings": int((~torch.isfinite(emb)).any(dim=-1).sum()),
+    }
+
+
+def embed(model: nn.Module, images: torch.Tensor, mode: Mode, device: torch.device, batch: int = 32) -> torch.Tensor:
+    return torch.cat([forward(model, chunk.to(device), mode, device).float().cpu() for chunk in images.split(batch)])
+
+
+def prediction_impact(model: nn.Module, modes: list[Mode], images: torch.Tensor, head: torch.Tensor,
+                      logit_scale: float, device: torch.device) -> dict[str, dict]:
+    ref = embed(model, images, MODES["fp32"], device)
+    out = {}
+    for mode in modes:
+        m = model_for(model, mode)
+        try:
+            out[mode.name] = agreement(ref, embed(m, images, mode, device), head, logit_scale)
+        except (RuntimeError, NotImplementedError) as e:
+            out[mode.name] = {"status": f"unsupported: {first_line(e)}"}
+        del m
+    return out
+
+
+def evaluation_images(folder: Path | None, preprocess, resolution: int) -> tuple[torch.Tensor, str]:
+    """The images predictions are compared on, and a sentence saying what they are."""
+    if folder is not None:
+        if not folder.is_dir():
+            raise ZooError(f"--images {folder}: not a folder")
+        tensors = []
+        for path in list_images(folder):
+            try:
+                tensors.append(preprocess(load_rgb(path)))
+            except Exception as e:  # an unreadable file is skipped, like in clip_vs_resnet
+                print(f"warning: skipped {path}: {first_line(e)}", file=sys.stderr)
+        if not tensors:
+            raise ZooError(f"--images {folder}: no readable images")
+        return torch.stack(tensors), f"{len(tensors)} images from {folder}"
+    try:
+        photos = list(sample_photos())
+    except ImportError:
+        generator = torch.Generator().manual_seed(0)
+        return (torch.randn(8, 3, resolution, resolution, generator=generator),
+                "8 random tensors (scikit-image is not installed; pass --images DIR for real photos)")
+    return (torch.stack([preprocess(im) for _, im in photos]),
+            f"scikit-image sample photos ({', '.join(SAMPLE_PHOTOS)})")
+
+
+# --- environment and outputs ----------------------------------------------------------------
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _driver_version() -> str:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        version = pynvml.nvmlSystemGetDriverVersion()
+        return version.decode() if isinstance(version, bytes) else version
+    except Exception:  # no pynvml or no NVML: ask nvidia-smi
+        pass
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=20, check=True)
+            return out.stdout.strip().splitlines()[0]
+        except (OSError, subprocess.SubprocessError, IndexError):
+            pass
+    return "n/a"
+
+
+def environment(device: torch.device) -> dict:
+    cuda = device.type == "cuda"
+    return {
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if cuda else "n/a",
+        "driver": _driver_version() if cuda else "n/a",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda or "n/a",
+        "cudnn": str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else "n/a",
+        # PyTorch lets cuDNN convolutions use TF32 by default, so "fp32" convs may run in TF32.
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def _mib(row: dict, key: str) -> str:
+    return f"{row[key] / MiB:.1f}" if row.get(key) is not None else "n/a"
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else format(value, fmt)
+
+
+def latency_table(rows: list[dict]) -> list[str]:
+    lines = ["| mode | batch | median ms | p90 ms | img/s | peak alloc MiB | peak reserved MiB | "
+             "device used MiB | params MiB | activations MiB | params+act MiB | status |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(f"| {r['mode']} | {r['batch']} | {_num(r.get('median_ms'), '.2f')} | "
+                     f"{_num(r.get('p90_ms'), '.2f')} | {_num(r.get('img_per_s'), '.1f')} | "
+                     f"{_mib(r, 'peak_allocated_bytes')} | {_mib(r, 'peak_reserved_bytes')} | "
+                     f"{_mib(r, 'device_used_bytes')} | {_mib(r, 'params_bytes')} | "
+                     f"{_mib(r, 'activation_bytes')} | {_mib(r, 'mode_bytes')} | {r['status']} |")
+    return lines
+
+
+def render_markdown(results: dict) -> str:
+    cfg, env = results["config"], results["environment"]
+    lines = ["# CLIP image encoder: FP32 vs FP16 vs AMP", ""]
+    if cfg["random_init"]:
+        lines += [f"> **{RANDOM_BANNER}.**", ""]
+    lines += [f"Model: CLIP `{cfg['clip_model']}` image encoder ({cfg['weights']}), input "
+              f"{cfg['resolution']}x{cfg['resolution']}, warm-up {cfg['warmup']}, repeats {cfg['repeats']}, "
+              f"timing: {cfg['timing']}.", "",
+              f"Command: `{cfg['command']}`", "", "## Environment", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in env.items()]
+    lines += ["", "## Latency and memory", "", *latency_table(results["latency"]), "",
+              "Memory columns are CUDA-only (n/a on CPU); MiB = 2^20 bytes. activations = peak allocated minus "
+              "what was allocated before the batch was created; params+act = what the mode itself needs. "
+              "Peak alloc/reserved are process-wide: in `fp16` mode they include the FP32 encoder kept "
+              "resident as the reference, so compare modes on params+act.", "",
+              "![latency](latency.png)", "", "![memory](memory.png)", "",
+              "## Prediction impact (vs FP32)", "",
+              f"Images: {results['images']}. Zero-shot over the 1000 ImageNet classes, prompts: {cfg['prompts']}.", ""]
+    if cfg["random_init"]:
+        lines += ["With random weights these numbers are **not meaningful**.", ""]
+    lines += ["| mode | top-1 agreement | max abs Δp | mean abs Δp | KL mean (nats) | cosine mean | cosine min | status |",
+              "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for name, m in results["prediction_impact"].items():
+        if "status" in m:
+            lines.append(f"| {name} | | | | | | | {m['status']} |")
+            continue
+        lines.append(f"| {name} | {_num(m['top1_agreement'], '.3f')} | {_num(m['max_abs_prob_change'], '.2e')} | "
+                     f"{_num(m['mean_abs_prob_change'], '.2e')} | {_num(m['kl_mean'], '.2e')} | "
+                     f"{_num(m['cosine_mean'], '.6f')} | {_num(m['cosine_min'], '.6f')} | ok |")
+    lines += ["", "Modes: " + "; ".join(f"`{k}`: {v}" for k, v in results["modes"].items()) + ".", ""]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], out: Path, device: torch.device, random_init: bool) -> None:
+    """latency.png (median with p90 bars, and throughput) and memory.png, against batch size."""
+    from matplotlib.figure import Figure
+
+    modes = list(dict.fromkeys(r["mode"] for r in rows))
+    fig = Figure(figsize=(11, 4))
+    ax_lat, ax_thr = fig.subplots(1, 2)
+    for mode in modes:
+        ok = [r for r in rows if r["mode"] == mode and r["status"] == "ok"]
+        if not ok:
+            continue
+        b = [r["batch"] for r in ok]
+        med = np.array([r["median_ms"] for r in ok])
+        p90 = np.array([r["p90_ms"] for r in ok])
+        ax_lat.errorbar(b, med, yerr=[np.zeros_like(med), p90 - med], marker="o", capsize=3, label=mode)
+        ax_thr.plot(b, [r["img_per_s"] for r in ok], marker="o", label=mode)
+    batches = sorted({r["batch"] for r in rows})
+    for ax, ylabel in ((ax_lat, "latency ms (median, bar to p90)"), (ax_thr, "images / s")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.suptitle(f"CLIP image encoder on {device}" + (" - RANDOM WEIGHTS" if random_init else ""))
+    fig.tight_layout()
+    fig.savefig(out / "latency.png", dpi=100)
+
+    fig = Figure(figsize=(11, 4))
+    ax_mode, ax_peak = fig.subplots(1, 2)
+    if device.type != "cuda":
+        for ax in (ax_mode, ax_peak):
+            ax.text(0.5, 0.5, "memory is measured on CUDA only\n(n/a on CPU)", ha="center", va="center")
+            ax.set_axis_off()
+    else:
+        for mode in modes:
+            ok = [r for r in rows if r["mode"] == mode and r["status"] == "ok"]
+            if ok:
+                b = [r["batch"] for r in ok]
+                ax_mode.plot(b, [r["mode_bytes"] / MiB for r in ok], marker="o", label=mode)
+                ax_peak.plot(b, [r["peak_allocated_bytes"] / MiB for r in ok], marker="o", label=mode)
+        for ax, ylabel in ((ax_mode, "params + activations MiB"), (ax_peak, "peak allocated MiB (process)")):
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(batches, [str(b) for b in batches])
+            ax.set_xlabel("batch size")
+            ax.set_ylabel(ylabel)
+            ax.grid(True, alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend()
+    fig.suptitle(f"CLIP image encoder memory on {device}" + (" - RANDOM WEIGHTS" if random_init else ""))
+    fig.tight_layout()
+    fig.savefig(out / "memory.png", dpi=100)
+
+
+def _jsonable(obj):
+    """Non-finite floats (an FP16 overflow) become null: results.json stays valid JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=Path("fp16_profile"), help="output folder")
+    p.add_argument("--clip-model", default="RN50", help="one of clip.available_models() (default RN50)")
+    p.add_argument("--clip-weights", type=Path, help="local CLIP checkpoint (.pt) instead of downloading")
+    p.add_argument("--random-init", action="store_true", help="random weights (timing only)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--batch-sizes", default=DEFAULT_BATCH_SIZES, help=f"default {DEFAULT_BATCH_SIZES}")
+    p.add_argument("--modes", default=",".join(MODES), help=f"subset of {','.join(MODES)}")
+    p.add_argument("--warmup", type=int, help="untimed calls per batch size (default 10 on CUDA, 2 on CPU)")
+    p.add_argument("--repeats", type=int, help="timed calls per batch size (default 50 on CUDA, 5 on CPU)")
+    p.add_argument("--images", type=Path, help="images for the prediction comparison "
+                   "(default: scikit-image sample photos)")
+    p.add_argument("--prompts", default="auto", choices=PROMPT_MODES,
+                   help="zero-shot prompts: auto = ensemble, or single for --random-init")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="text-embedding cache")
+    p.add_argument("--seed", type=int, default=0, help="seed of --random-init")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    batch_sizes = parse_batch_sizes(args.batch_sizes)
+    modes = parse_modes(args.modes)
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.set_device(device)  # CUDA events and the peak counters follow the current device
+    warmup = args.warmup if args.warmup is not None else (10 if cuda else 2)
+    repeats = args.repeats if args.repeats is not None else (50 if cuda else 5)
+    if warmup < 0 or repeats < 1:
+        raise ZooError("--warmup must be 0 or more and --repeats at least 1")
+    prompts = resolve_prompts(args.prompts, args.random_init)
+    loaded = load_clip(args.clip_model, weights=args.clip_weights, random_init=args.random_init,
+                       device=device, seed=args.seed)
+    visual = loaded.model.visual
+    resolution = visual.input_resolution
+    images, images_note = evaluation_images(args.images, loaded.preprocess, resolution)
+    head = zero_shot_head(loaded, prompts, cache_dir=args.cache_dir, progress=not args.no_progress)
+    logit_scale = float(loaded.model.logit_scale.detach().exp())
+    env = environment(device)
+    rows = profile(visual, modes, batch_sizes, resolution=resolution, device=device, warmup=warmup,
+                   repeats=repeats, progress=not args.no_progress)
+    impact = prediction_impact(visual, modes, images, head.cpu(), logit_scale, device)
+    results = {
+        "config": {
+            "clip_model": args.clip_model, "weights": loaded.source, "random_init": args.random_init,
+            "resolution": resolution, "batch_sizes": batch_sizes, "warmup": warmup, "repeats": repeats,
+            "timing": "CUDA events" if cuda else "time.perf_counter (wall clock)", "prompts": prompts,
+            "command": shlex.join(["python", "tools/fp16_profile.py", *(sys.argv[1:] if argv is None else argv)]),
+        },
+        "note": RANDOM_BANNER if args.random_init else None,
+        "environment": env,
+        "modes": {m.name: m.description for m in modes},
+        "latency": rows,
+        "images": images_note,
+        "prediction_impact": impact,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(_jsonable(results), indent=2) + "\n", encoding="utf-8")
+    markdown = render_markdown(results)
+    (args.out / "results.md").write_text(markdown, encoding="utf-8")
+    plot(rows, args.out, device, args.random_init)
+    print("\n".join(latency_table(rows)))
+    print(f"written: {args.out / 'results.md'}, results.json, latency.png, memory.png")
+    return results
+
+
+if __name__ == "__main__":
+    main()
