@@ -295,7 +295,7 @@ class Trainer:
 
     def train_epoch(self, epoch: int, start_step: int) -> dict[str, float]:
         self.model.train()
-        sums = torch.zeros(3, device=self.device)  # loss * n, correct, n
+        sums = torch.zeros(3, device=self.device)  # loss * n, correct, n (no host copies)
         grad_sum = torch.zeros((), device=self.device)
         n_steps = 0
         tic = time.perf_counter()
@@ -309,7 +309,9 @@ class Trainer:
                 break
             loss, correct, grad_norm = self.train_step(images, labels)
             n = labels.shape[0]
-            sums += torch.stack([loss * n, correct.float(), torch.tensor(float(n), device=self.device)])
+            sums[0] += loss * n
+            sums[1] += correct
+            sums[2] += n
             grad_sum += grad_norm.float()
             n_steps += 1
             if self.step % LOG_EVERY == 0:
@@ -369,7 +371,9 @@ class Trainer:
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), labels, reduction="sum")
             correct = (logits.argmax(-1) == labels).sum()
-            sums += torch.stack([loss, correct.float(), torch.tensor(float(labels.shape[0]), device=self.device)])
+            sums[0] += loss
+            sums[1] += correct
+            sums[2] += labels.shape[0]
         if self.dist.world > 1:
             dist.all_reduce(sums)
         s = sums.tolist()

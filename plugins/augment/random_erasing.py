@@ -1,0 +1,50 @@
+"""random_erasing: Random Erasing (Zhong et al., AAAI 2020), a random box per image."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from zoo.errors import ZooError
+from zoo.registry import register
+
+
+@register("augment", "random_erasing")
+class RandomErasing:
+    """Random Erasing (Zhong et al. 2020): blank out a random box of each image with prob. p.
+
+    The box covers min_area to max_area of the image, its aspect ratio log-uniform within
+    1/max_aspect to max_aspect (the paper's 0.3 to 3.3), and it is filled with uniform noise
+    (value: random, as in the paper) or black (zero). A box taller or wider than the image
+    is clipped to it rather than redrawn.
+    """
+
+    def __init__(self, p: float = 0.5, min_area: float = 0.02, max_area: float = 0.33,
+                 max_aspect: float = 3.3, value: str = "random"):
+        if not (0 <= p <= 1 and 0 < min_area <= max_area <= 1 and max_aspect >= 1):
+            raise ZooError("augment 'random_erasing': need p in [0, 1], 0 < min_area <= max_area "
+                           f"<= 1 and max_aspect >= 1, got {p}, {min_area}, {max_area}, "
+                           f"{max_aspect}")
+        if value not in ("random", "zero"):
+            raise ZooError(f"augment 'random_erasing': value must be random or zero, got '{value}'")
+        self.p, self.min_area, self.max_area = p, min_area, max_area
+        self.max_aspect, self.value = max_aspect, value
+
+    def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        B, C, H, W = x.shape
+        u = torch.rand(B, 6, device=x.device)
+        area = H * W * (self.min_area + (self.max_area - self.min_area) * u[:, 0])
+        aspect = torch.exp((2 * u[:, 1] - 1) * math.log(self.max_aspect))
+        h = (area * aspect).sqrt().round().clamp(1, H)
+        w = (area / aspect).sqrt().round().clamp(1, W)
+        top = (u[:, 2] * (H - h + 1)).floor()
+        left = (u[:, 3] * (W - w + 1)).floor()
+        r = torch.arange(H, device=x.device).view(1, H, 1)
+        c = torch.arange(W, device=x.device).view(1, 1, W)
+        box = ((r >= top.view(B, 1, 1)) & (r < (top + h).view(B, 1, 1))
+               & (c >= left.view(B, 1, 1)) & (c < (left + w).view(B, 1, 1))
+               & (u[:, 4] < self.p).view(B, 1, 1))
+        fill = torch.rand_like(x) if self.value == "random" else torch.zeros_like(x)
+        return torch.where(box.unsqueeze(1), fill, x), y
