@@ -1,7 +1,8 @@
 """vit-zoo: study Vision Transformers by training them.
 
 The public API, imported lazily so that `import zoo` stays cheap:
-`register`, `build`, `discover`, `load_recipe`, `build_model`, `from_timm`, `ZooError`.
+`register`, `build`, `discover`, `load_recipe`, `build_model`, `from_timm`, `to_timm`,
+`ZooError`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ _API = {
     "build_model": "zoo.model",
     "ViT": "zoo.model",
     "from_timm": "zoo.convert",
+    "to_timm": "zoo.convert",
 }
 
 __all__ = list(_API)

@@ -173,7 +173,8 @@ def from_timm(timm_model: nn.Module) -> ViT:
     ours = build_model(cfg)
     state = {_rename(k, _TIMM_TO_OURS): v for k, v in tm.state_dict().items()}
     _load(ours, state, "from_timm")
-    return ours.to(next(tm.parameters()).device)
+    p = next(tm.parameters())
+    return ours.to(device=p.device, dtype=p.dtype)
 
 
 def to_timm(model: ViT) -> nn.Module:
@@ -205,7 +206,8 @@ def to_timm(model: ViT) -> nn.Module:
     if name == "diff":
         for ours, theirs in zip(model.blocks, tm.blocks, strict=True):
             theirs.attn.lambda_init = ours.attn.lambda_init
-    return tm.to(next(model.parameters()).device)
+    p = next(model.parameters())
+    return tm.to(device=p.device, dtype=p.dtype)
 
 
 def _load(model: nn.Module, state: dict[str, Any], who: str) -> None:

@@ -13,7 +13,7 @@ at Scale" (https://arxiv.org/abs/2010.11929). Read top to bottom:
 Attention and positional embedding are plugins chosen by name in the recipe (registry kinds
 `attention` and `posemb`); the built-in ones live in plugins/attention and plugins/posemb.
 Their contracts are the two Protocols below. Attention maps come from `ViT.attention_maps`,
-which runs the plugins' explicit path; the normal forward never computes or keeps them.
+which runs the plugins' explicit path; the normal forward neither returns nor keeps them.
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ class ViT(nn.Module):
             )
         x = self.patch_embed(img)  # [B, C, gh, gw]
         grid = (x.shape[-2], x.shape[-1])
-        x = rearrange(x, "b c h w -> b (h w) c")
+        x = x.flatten(2).transpose(1, 2)  # [B, N, C], a view: the cat below is the only copy
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # [B, 1+N, C]
         x = self.pos_drop(self.posemb(x, grid))
         for block in self.blocks:
@@ -187,7 +187,9 @@ class ViT(nn.Module):
         """Images [B, C, H, W] -> logits [B, num_classes] (pooled features if num_classes is 0)."""
         x = self.encode(img)
         x = x[:, 0] if self.pool == "cls" else x[:, self.num_prefix_tokens :].mean(dim=1)
-        return self.head(self.norm(x))  # norm after pooling: per token for cls, as timm's fc_norm
+        # norm after pooling: LayerNorm is per token, so for cls this is norm-then-pick (timm's
+        # 'token'); for mean it is timm's fc_norm ('avg'). Either way one token, not 1 + N.
+        return self.head(self.norm(x))
 
     def attention_maps(self, img: Tensor, details: bool = False) -> list[Any]:
         """Per-layer attention probabilities [B, heads, 1 + N, 1 + N] (token 0 is [CLS]).

@@ -1,0 +1,37 @@
+"""Learned 1D positional embedding: one vector per token, the original ViT's choice."""
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from zoo.model import resize_grid
+from zoo.registry import register
+
+
+@register("posemb", "learned_1d")
+class LearnedPosEmb1d(nn.Module):
+    """Learned 1D positional embedding, one vector per token incl. [CLS] (Dosovitskiy et al. 2020).
+
+    The table `pos_embed` [1, prefix + gh*gw, C] has timm's layout, so timm weights convert
+    as they are. For another image size the patch part is resized bicubically on its grid.
+    """
+
+    def __init__(self, dim: int, grid_size: tuple[int, int], num_prefix_tokens: int):
+        super().__init__()
+        self.grid_size = tuple(grid_size)
+        self.num_prefix_tokens = num_prefix_tokens
+        n = num_prefix_tokens + grid_size[0] * grid_size[1]
+        self.pos_embed = nn.Parameter(torch.randn(1, n, dim) * 0.02)
+
+    def forward(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
+        """x: [B, prefix + gh*gw, C] -> same, plus the position of each token."""
+        if tuple(grid) == self.grid_size:
+            return x + self.pos_embed
+        p = self.num_prefix_tokens
+        table = rearrange(self.pos_embed[0, p:], "(h w) c -> h w c", h=self.grid_size[0])
+        patches = rearrange(resize_grid(table, grid), "h w c -> 1 (h w) c")
+        return x + torch.cat([self.pos_embed[:, :p], patches], dim=1)
+
+    def patch_embeddings(self) -> Tensor:
+        """[gh*gw, C] for the trained grid."""
+        return self.pos_embed[0, self.num_prefix_tokens :]
