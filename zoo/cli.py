@@ -11,6 +11,9 @@ from typing import Any
 import click
 
 from zoo.errors import ZooError
+from zoo.report import report
+from zoo.sweep import sweep
+from zoo.viz import viz
 
 
 class ZooGroup(click.Group):
@@ -178,6 +181,10 @@ def eval_cmd(source: str, split: str, dataset: str | None, overrides: tuple[str,
     width = max(len(c) for c in result["per_class_acc"])
     for name, acc in result["per_class_acc"].items():
         click.echo(f"  {name:<{width}}  {acc:.4f}")
+
+
+for command in (viz, sweep, report):
+    cli.add_command(command)
 
 
 def main() -> None:

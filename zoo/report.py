@@ -22,7 +22,7 @@ import click
 from zoo.errors import ZooError
 from zoo.recipe import read_yaml
 from zoo.rundir import METRICS_FILE, RECIPE_FILE, SUMMARY_FILE, atomic_write, read_jsonl
-from zoo.sweep import yaml_value
+from zoo.sweep import flatten, yaml_value
 
 PLOTS = {
     "val_acc.png": "validation accuracy per epoch",
@@ -57,17 +57,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def flatten(recipe: dict[str, Any]) -> dict[str, Any]:
-    """`{model: {depth: 9}}` -> `{model.depth: 9}`; plugin specs below stay whole values."""
-    out: dict[str, Any] = {}
-    for key, value in recipe.items():
-        if isinstance(value, dict):
-            out.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            out[key] = value
-    return out
 
 
 def _natural(path: Path) -> list[Any]:

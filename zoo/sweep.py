@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
 import re
 import shlex
@@ -40,7 +41,7 @@ import click
 import yaml
 
 from zoo.errors import ZooError, suggest
-from zoo.recipe import read_yaml
+from zoo.recipe import parse_override, read_yaml
 from zoo.rundir import RECIPE_FILE, SUMMARY_FILE
 
 SWEEP_KEYS = ("name", "base", "set", "cells", "grid")
@@ -230,13 +231,11 @@ def cell_overrides(sweep: Sweep, cell: Cell, extra: tuple[str, ...] = ()) -> lis
 
 def cell_state(run_dir: Path) -> str:
     """finished | resume (has a checkpoint) | restart (started, no checkpoint) | new."""
-    summary = run_dir / SUMMARY_FILE
-    if summary.exists():
-        try:
-            if yaml.safe_load(summary.read_text()).get("status") == "finished":
-                return "finished"
-        except (yaml.YAMLError, AttributeError):
-            pass
+    try:
+        if json.loads((run_dir / SUMMARY_FILE).read_text()).get("status") == "finished":
+            return "finished"
+    except (OSError, ValueError, AttributeError):
+        pass
     if (run_dir / "checkpoints" / "last").exists():
         return "resume"
     if (run_dir / RECIPE_FILE).exists():
@@ -269,7 +268,7 @@ def check(sweep: Sweep, out: Path, extra: tuple[str, ...]) -> dict[str, str]:
     `--set train.epochs=1`) is an error rather than a silent skip or resume; `log.*` keys
     may differ.
     """
-    from zoo.cli import resolve
+    from zoo.cli import resolve  # here: cli.py imports this module
     from zoo.recipe import load_recipe
 
     states = {}
@@ -281,8 +280,8 @@ def check(sweep: Sweep, out: Path, extra: tuple[str, ...]) -> dict[str, str]:
         run_dir = out / cell.name
         states[cell.name] = state = cell_state(run_dir)
         if state in ("finished", "resume"):
-            had = _flat(load_recipe(run_dir / RECIPE_FILE).to_dict())
-            want = _flat(recipe.to_dict())
+            had = flatten(load_recipe(run_dir / RECIPE_FILE).to_dict())
+            want = flatten(recipe.to_dict())
             diff = [f"{k}: {had.get(k)!r} -> {want.get(k)!r}" for k in want
                     if had.get(k) != want.get(k) and not k.startswith("log.")]  # log: no effect on results
             if diff:
@@ -293,13 +292,14 @@ def check(sweep: Sweep, out: Path, extra: tuple[str, ...]) -> dict[str, str]:
     return states
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(recipe: dict[str, Any]) -> dict[str, Any]:
+    """`{model: {depth: 9}}` -> `{model.depth: 9}`; plugin specs below stay whole values."""
     out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and not prefix:
-            out.update(_flat(v, f"{k}."))
+    for key, value in recipe.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
         else:
-            out[f"{prefix}{k}"] = v
+            out[key] = value
     return out
 
 
@@ -394,8 +394,6 @@ def sweep(sweep_file: str, overrides: tuple[str, ...], out: str | None, dry_run:
     zoo sweep recipes/sweeps/patch_size.yaml --set train.epochs=1 --out runs/smoke
     zoo sweep recipes/sweeps/patch_size.yaml --dry-run
     """
-    from zoo.recipe import parse_override
-
     for item in overrides:
         parse_override(item)
     spec = load_sweep(sweep_file)
