@@ -148,3 +148,16 @@ def test_num_classes_mismatch_is_one_line(tmp_path):
                                       "--set", "model.num_classes=7"])
     assert result.exit_code == 2
     assert "model.num_classes: 7, but the dataset has 10 classes" in result.output
+
+
+def test_visualizers_are_logged_to_tensorboard(tmp_path):
+    out = tmp_path / "viz"
+    result = CliRunner().invoke(cli, ["run", str(tiny_recipe(tmp_path)), "--out", str(out),
+                                      "--set", "log.visualizers=[rollout, dino]",
+                                      "--set", "log.viz_images=2", "--set", "train.epochs=1"])
+    assert result.exit_code == 0, result.output
+    events = EventAccumulator(str(out), size_guidance={"images": 0})
+    events.Reload()
+    tags = events.Tags()["images"]
+    assert "train/augmented_batch" in tags
+    assert any(t.startswith("viz/rollout") for t in tags) and any(t.startswith("viz/dino") for t in tags), tags

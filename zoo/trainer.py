@@ -241,7 +241,8 @@ class Trainer:
             atomic_write(metrics, "".join(json.dumps(r) + "\n" for r in rows))
 
     def figures(self) -> dict[str, torch.Tensor]:
-        """Images for TensorBoard: the first augmented training batch (once).
+        """Images for TensorBoard: the first augmented training batch (once), then the
+        recipe's visualizers on the fixed validation images at every evaluation.
 
         Drawn under a forked RNG so that logging never changes what the run trains on.
         """
@@ -256,6 +257,17 @@ class Trainer:
                 x, _ = self.augment(data.to_float(images), y)
             out["train/augmented_batch"] = image_grid(x[:64])
             self._logged_batch = True
+        if self.recipe.log.visualizers:
+            from zoo.viz import first_images, tensorboard_images
+
+            model = self.ema.model if self.ema else self.model  # the weights evaluate() reads
+            images, names = first_images(self.val_data, self.recipe.log.viz_images)
+            was_training = model.training
+            model.eval()
+            with torch.no_grad():
+                out.update(tensorboard_images(model, images, self.mean, self.std,
+                                              self.recipe.log.visualizers, names))
+            model.train(was_training)
         return out
 
     # -- the loop -------------------------------------------------------------------------
