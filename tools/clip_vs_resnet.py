@@ -17,16 +17,13 @@ summary.json, the galleries clip_better/ and resnet_better/, and report.md.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
-import logging
 import re
 import shlex
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +52,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from zoo.errors import ZooError, exit_on_user_error, suggest
+from zoo.viz import quiet_hub_retries
 
 DEFAULT_RESNET = "resnet50.a1_in1k"
 GALLERIES = ("clip_better", "resnet_better")
@@ -205,7 +203,7 @@ def load_resnet(tag: str, *, device: torch.device, weights: Path | None = None,
         kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
     torch.manual_seed(seed)
     try:
-        with _quiet_hub_retries():
+        with quiet_hub_retries():
             model = timm.create_model(tag, pretrained=not random_init, **kwargs)
     except Exception as e:  # hub download, missing cache, or a file that does not fit
         if weights is not None:
@@ -225,19 +223,6 @@ def load_resnet(tag: str, *, device: torch.device, weights: Path | None = None,
         source = str(weights) if weights is not None else f"hf-hub:{cfg.get('hf_hub_id', resolved)}"
     return LoadedResnet(model.eval().to(device), timm.data.create_transform(**config), resolved, source,
                         int(config["input_size"][-1]))
-
-
-@contextlib.contextmanager
-def _quiet_hub_retries() -> Iterator[None]:
-    """huggingface_hub logs a warning per download retry (about 20 lines when offline); the
-    failure is reported once, as a one-line error, so those lines are held back."""
-    hub = logging.getLogger("huggingface_hub")
-    level = hub.level
-    hub.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        hub.setLevel(level)
 
 
 # --- prediction -----------------------------------------------------------------------------

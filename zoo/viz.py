@@ -415,8 +415,9 @@ def load_subject(source: str, weights: str | None = None) -> Subject:
 
 
 @contextlib.contextmanager
-def _quiet_hub() -> Iterator[None]:
-    """huggingface_hub logs a line per download retry; the failure is reported once, below."""
+def quiet_hub_retries() -> Iterator[None]:
+    """huggingface_hub logs a line per download retry (about 20 when offline); the failure
+    is reported once, as a one-line error, so those lines are held back."""
     hub = logging.getLogger("huggingface_hub")
     level = hub.level
     hub.setLevel(logging.ERROR)
@@ -460,7 +461,7 @@ def load_timm(name: str, weights: str | None = None) -> Subject:
         known = ", ".join(timm.list_pretrained(name.split(".")[0] + ".*")) or "none"
         raise ZooError(f"timm:{name}: unknown pretrained tag; there are: {known}")
     try:
-        with _quiet_hub():
+        with quiet_hub_retries():
             tm = timm.create_model(name, pretrained=weights is None)
     except Exception as e:  # no network, no cache: hub, HTTP and file errors alike
         file = name.replace("/", "_") + ".pth"
