@@ -67,7 +67,7 @@ def test_report_table_csv_and_plots(sweep_dir):
 
     md = (sweep_dir / "report.md").read_text()
     assert "| run | model.patch_size | status | epochs | params | best val acc % |" in md
-    assert "| patch_size=2 | 2 | finished | 3 | 2k | 70.00 | 65.00 | 64.00 | 200 | 15 | CPU (2 cores) |" in md
+    assert "| patch_size=2 | 2 | finished | 3 | 2.0k | 70.00 | 65.00 | 64.00 | 200 | 15 | CPU (2 cores) |" in md
     assert "| patch_size=16 | 16 | incomplete | 1 | - | 40.00 | 40.00 | - | 1600 | 5 | CPU (2 cores) |" in md
     assert "![validation accuracy per epoch](val_acc.png)" in md
 

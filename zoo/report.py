@@ -137,7 +137,7 @@ def _fmt(column: str, value: Any) -> str:
     if column.endswith("_acc"):
         return f"{100 * value:.2f}"
     if column == "params":
-        return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.0f}k"
+        return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.1f}k"
     if column in ("img_per_s", "wall_time"):
         return f"{value:.0f}"
     if column == "epochs":
@@ -197,19 +197,19 @@ def plots(runs: list[Run], rows: list[dict[str, Any]]) -> dict[str, bytes]:
     if ax.lines:
         ax.legend(fontsize="small")
     out["val_acc.png"] = _png(fig)
-    for name, x, xlabel, log in (
-        ("acc_vs_params.png", "params", "parameters", True),
-        ("acc_vs_throughput.png", "img_per_s", "training images per second", False),
+    for name, x, xlabel in (
+        ("acc_vs_params.png", "params", "parameters"),
+        ("acc_vs_throughput.png", "img_per_s", "training images per second"),
     ):
         fig = Figure(figsize=(7, 4.5), layout="constrained")
         ax = fig.add_subplot()
-        for row in rows:
-            if row[x] is not None and row["final_val_acc"] is not None:
-                y = 100 * row["final_val_acc"]
-                ax.scatter(row[x], y)
-                ax.annotate(row["run"], (row[x], y), fontsize="x-small",
-                            xytext=(4, 4), textcoords="offset points")
-        if log:
+        points = [(r[x], 100 * r["final_val_acc"], r["run"]) for r in rows
+                  if r[x] is not None and r["final_val_acc"] is not None]
+        for px, py, label in points:
+            ax.scatter(px, py)
+            ax.annotate(label, (px, py), fontsize="x-small", xytext=(4, 4), textcoords="offset points")
+        xs = [p[0] for p in points]
+        if xs and min(xs) > 0 and max(xs) / min(xs) > 10:  # model sizes often span decades
             ax.set_xscale("log")
         ax.margins(x=0.15, y=0.1)  # room for the labels
         ax.set(xlabel=xlabel, ylabel="final validation accuracy (%)", title=PLOTS[name])
