@@ -203,12 +203,15 @@ def test_exit_zero_without_summary_is_a_failure(tmp_path, seed_sweep):
     assert run_sweep(seed_sweep, tmp_path / "runs", (), lambda cmd: 0)[0].startswith("seed=0 (exit 0")
 
 
-def test_an_interrupt_stops_the_sweep(tmp_path, seed_sweep):
+@pytest.mark.parametrize("how", ["signal to the sweep", "cell killed by SIGTERM"])
+def test_an_interrupt_stops_the_sweep(tmp_path, seed_sweep, how):
     calls = []
 
     def interrupted(cmd):
         calls.append(cmd)
-        raise KeyboardInterrupt
+        if how == "signal to the sweep":
+            raise KeyboardInterrupt("SIGINT")
+        return 143
 
     with pytest.raises(SystemExit) as e:
         run_sweep(seed_sweep, tmp_path / "runs", (), interrupted)

@@ -49,6 +49,7 @@ SAFE = re.compile(r"[^A-Za-z0-9_.=+,-]")  # no quoting in a shell, portable in a
 MAX_NAME = 80
 
 Runner = Callable[[list[str]], int]
+INTERRUPTED = {128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM}  # exit codes
 
 
 @dataclass
@@ -322,8 +323,8 @@ def run_subprocess(cmd: list[str]) -> int:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
-    if got or rc in (128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM):
-        raise KeyboardInterrupt
+    if got:
+        raise KeyboardInterrupt(signal.Signals(got[0]).name)
     return rc
 
 
@@ -360,10 +361,13 @@ def run_sweep(
         tic = time.monotonic()
         try:
             rc = runner(cmd)
-        except KeyboardInterrupt:
+            why = f"exit {rc}" if rc in INTERRUPTED else ""
+        except KeyboardInterrupt as e:
+            why = str(e) or "SIGINT"
+        if why:
             click.echo(
-                f"\nsweep {sweep.name}: interrupted in {cell.name}; run the same command "
-                "again to finish the missing cells", err=True,
+                f"\nsweep {sweep.name}: interrupted in {cell.name} ({why}); run the same "
+                "command again to finish the missing cells", err=True,
             )
             sys.exit(130)
         if rc != 0:
