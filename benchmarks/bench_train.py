@@ -141,8 +141,12 @@ def peak_tflops(device: torch.device) -> float | None:
 
 
 def bench_step(device: str = "cpu", recipe: str = "recipes/vit_p4.yaml", steps: int = 20,
-               warmup: int = 5, batch_size: int = 128, compile: bool = False) -> dict:
-    """Img/s of whole training steps of `recipe` through the Trainer, and MFU on CUDA."""
+               warmup: int = 5, batch_size: int = 128, compile: bool = False,
+               overrides: list[str] | None = None) -> dict:
+    """Img/s of whole training steps of `recipe` through the Trainer, and MFU on CUDA.
+
+    `first_step_s` is the wall time of the first step: with compile on, mostly compilation.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
     dev = torch.device(device)
@@ -150,11 +154,16 @@ def bench_step(device: str = "cpu", recipe: str = "recipes/vit_p4.yaml", steps: 
     r = load_recipe(recipe, [
         "data.dataset=cifar_like", f"train.device={device}", f"train.amp={amp}",
         f"data.batch_size={batch_size}", f"train.compile={str(compile).lower()}",
-        "log.progress=false",
+        "log.progress=false", *(overrides or []),
     ])
     trainer = Trainer(r, None)
     batches = trainer.train_loader.epoch(0)
-    for _ in range(warmup):
+    sync(dev)
+    t0 = time.perf_counter()
+    trainer.train_step(*next(batches))
+    sync(dev)
+    first_step_s = time.perf_counter() - t0
+    for _ in range(warmup - 1):
         trainer.train_step(*next(batches))
     sync(dev)
     t0 = time.perf_counter()
@@ -181,6 +190,7 @@ def bench_step(device: str = "cpu", recipe: str = "recipes/vit_p4.yaml", steps: 
         "batch_size": batch_size,
         "params": sum(p.numel() for p in trainer.model.parameters()),
         "images_per_s": img_s,
+        "first_step_s": first_step_s,
         "epoch_s_50k": 50_000 / img_s,
         "gflops_per_image_fwd_bwd": flops_per_img / 1e9,
         "mfu": flops_per_img * img_s / (peak * 1e12) if peak else None,
@@ -212,30 +222,40 @@ def report(result: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=512, help="pipeline batch size")
     p.add_argument("--n", type=int, default=50_000, help="images in the generated set")
     p.add_argument("--steps", type=int, default=0, help="batches to time (0: one epoch)")
     p.add_argument("--repeats", type=int, default=3, help="epochs timed; the median is shown")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--recipe", default="recipes/vit_p4.yaml", help="recipe for bench_step")
     p.add_argument("--train-steps", type=int, default=20, help="training steps to time")
+    p.add_argument("--train-batch-size", type=int, default=128, help="training step batch size")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value of --recipe for the training steps (repeatable)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--no-pipeline", action="store_true", help="time the training steps only")
+    p.add_argument("--no-step", action="store_true", help="time the input pipeline only")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     discover(strict=False)
-    results = [
-        bench_pipeline(args.device, augment, args.batch_size, args.n, args.steps,
-                       repeats=args.repeats)
-        for augment in ([], CIFAR_AUGMENT, CIFAR_AUGMENT_MIX)
-    ]
-    print("\n\n".join(report(r) for r in results))
-    step = bench_step(args.device, args.recipe, args.train_steps, compile=args.compile)
-    print("\n" + report_step(step))
+    out: dict = {}
+    if not args.no_pipeline:
+        out["pipeline"] = [
+            bench_pipeline(args.device, augment, args.batch_size, args.n, args.steps,
+                           repeats=args.repeats)
+            for augment in ([], CIFAR_AUGMENT, CIFAR_AUGMENT_MIX)
+        ]
+        print("\n\n".join(report(r) for r in out["pipeline"]))
+    if not args.no_step:
+        out["train_step"] = bench_step(args.device, args.recipe, args.train_steps,
+                                       batch_size=args.train_batch_size, compile=args.compile,
+                                       overrides=args.overrides)
+        print("\n" + report_step(out["train_step"]))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"pipeline": results, "train_step": step}, f, indent=2)
+            json.dump(out, f, indent=2)
 
 
 if __name__ == "__main__":

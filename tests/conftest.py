@@ -16,6 +16,16 @@ ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` run where a GPU is (benchmarks/gpu_check.py runs `-m cuda`)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def isolated_registry(monkeypatch):
     """Plugins a test registers or loads are forgotten after it."""

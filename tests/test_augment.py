@@ -10,7 +10,7 @@ from zoo.data import build_augment, build_datasets, per_chunk, to_float
 from zoo.errors import ZooError
 from zoo.registry import build, builtin_dir, load_file
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 OPS = ["random_crop", "hflip", "autoaugment", "randaugment", "color_jitter", "random_erasing",
        "mixup", "cutmix"]
 MIXING = {"mixup", "cutmix"}
@@ -186,7 +186,7 @@ def test_bad_parameters_are_one_line_errors(spec, message):
         op(spec)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 @pytest.mark.parametrize("name", sorted(set(OPS) - {"autoaugment", "randaugment"}))
 def test_own_ops_do_not_sync_the_host(name, batch):
     """torchvision's policies are left out: they are theirs, and they may sync."""

@@ -72,6 +72,8 @@ def resolve_device(name: str) -> torch.device:
         raise ZooError(f"--device {name}: expected auto, cpu or cuda[:N]")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ZooError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
+    if device.type == "cuda" and device.index is None:  # torch.cuda.set_device needs an index
+        device = torch.device("cuda", torch.cuda.current_device())
     return device
 
 

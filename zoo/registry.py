@@ -198,7 +198,11 @@ load_errors: list[str] = []
 
 
 def builtin_dir() -> Path:
-    return Path(str(importlib.resources.files("zoo._plugins")))
+    """The built-in plugins: `zoo._plugins` when installed, else this checkout's plugins/."""
+    try:
+        return Path(str(importlib.resources.files("zoo._plugins")))
+    except ModuleNotFoundError:  # zoo imported from a source tree that was never installed
+        return Path(__file__).resolve().parents[1] / "plugins"
 
 
 def _plugin_files(path: Path) -> list[Path]:
