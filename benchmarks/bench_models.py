@@ -1,9 +1,12 @@
 """Throughput of zoo's ViT and Diff-ViT against timm's, at identical configs.
 
 Training step (forward + backward + AdamW step) and inference (forward under
-inference_mode), in images per second. Each measurement times `--steps` steps of one model;
-the models of a pair are measured back to back, in alternating order (ABBA), `--repeats`
-times, and the table shows medians, so drift and background load hit both sides alike.
+inference_mode), in images per second. Both sides are built at the CIFAR recipes' drop path
+(recipes/base/cifar10.yaml: 0.1, ramped linearly over the blocks by zoo and timm alike), so
+the training step measures what training runs; inference runs in eval mode, without it.
+Each measurement times `--steps` steps of one model; the models of a pair are measured back
+to back, in alternating order (ABBA), `--repeats` times, and the table shows medians, so
+drift and background load hit both sides alike.
 On CUDA the steps run under bf16 autocast and are timed after a synchronize.
 `--clock process` times CPU runs by this process's CPU time instead of the wall clock: with
 `--threads 1` that is the wall time an idle machine would show, and it barely moves when
@@ -12,6 +15,7 @@ other jobs share the CPU (the wall clock then measures the other jobs as much as
     .venv/bin/python benchmarks/bench_models.py                  # CIFAR size, CPU or CUDA
     .venv/bin/python benchmarks/bench_models.py --repeats 3 --steps 1 --batch 32  # quick
     .venv/bin/python benchmarks/bench_models.py --threads 1 --clock process       # shared CPU
+    .venv/bin/python benchmarks/bench_models.py --sdpa-on-cpu                     # Diff-ViT: SDPA on CPU
 """
 
 from __future__ import annotations
@@ -32,20 +36,25 @@ from torch import nn
 
 from zoo.model import build_model
 
-# CIFAR size: 32x32, patch 4 (64 patches + [CLS]), dim 192, depth 9, MLP ratio 2
-CONFIG = dict(img_size=32, patch_size=4, num_classes=10, dim=192, depth=9, mlp_ratio=2.0)
+# CIFAR size: 32x32, patch 4 (64 patches + [CLS]), dim 192, depth 9, MLP ratio 2, and the
+# drop path of recipes/base/cifar10.yaml
+CONFIG = dict(img_size=32, patch_size=4, num_classes=10, dim=192, depth=9, mlp_ratio=2.0,
+              drop_path=0.1)
 HEADS = {"ViT": 12, "Diff-ViT": 6}  # a Diff-ViT has half the heads, as many parameters
 
 
-def make_models(name: str, device: torch.device) -> tuple[nn.Module, nn.Module]:
+def make_models(name: str, device: torch.device, sdpa_on_cpu: bool = False) -> tuple[nn.Module, nn.Module]:
     """(ours, timm's) for the pair `name`, with equal parameter counts."""
     diff = name == "Diff-ViT"
     ours = build_model({**CONFIG, "heads": HEADS[name], "attention": "diff" if diff else "mhsa"})
+    if diff and sdpa_on_cpu:
+        for block in ours.blocks:
+            block.attn.sdpa_on_cpu = True
     theirs = VisionTransformer(
         img_size=CONFIG["img_size"], patch_size=CONFIG["patch_size"],
         num_classes=CONFIG["num_classes"], embed_dim=CONFIG["dim"], depth=CONFIG["depth"],
         num_heads=HEADS[name], mlp_ratio=CONFIG["mlp_ratio"], qkv_bias=True,
-        attn_layer="diff" if diff else "attn",
+        drop_path_rate=CONFIG["drop_path"], attn_layer="diff" if diff else "attn",
     )
     n_ours, n_theirs = (sum(p.numel() for p in m.parameters()) for m in (ours, theirs))
     assert n_ours == n_theirs, f"{name}: {n_ours} vs {n_theirs} parameters"
@@ -113,6 +122,8 @@ def main() -> None:
     ap.add_argument("--clock", choices=["wall", "process"], default="wall",
                     help="wall clock, or this process's CPU time (CPU only; see above)")
     ap.add_argument("--no-infer", action="store_true", help="skip the inference rows")
+    ap.add_argument("--sdpa-on-cpu", action="store_true",
+                    help="zoo's Diff-ViT takes its fused SDPA path on CPU too (sdpa_on_cpu)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args()
 
@@ -137,7 +148,7 @@ def main() -> None:
     rows = []
     modes = ["train"] + ([] if args.no_infer else ["infer"])
     for pair in HEADS:
-        ours, theirs = make_models(pair, device)
+        ours, theirs = make_models(pair, device, args.sdpa_on_cpu)
         for mode in modes:
             if mode == "train":
                 steps = {"zoo": train_step_fn(ours, x, y, amp), "timm": train_step_fn(theirs, x, y, amp)}
@@ -165,13 +176,14 @@ def main() -> None:
         "device": name, "amp": "bf16" if device.type == "cuda" else "none",
         "torch": torch.__version__, "timm": timm.__version__, "config": CONFIG, "heads": HEADS,
         "batch": args.batch, "repeats": args.repeats, "steps": args.steps, "warmup": args.warmup,
-        "clock": args.clock,
+        "clock": args.clock, "sdpa_on_cpu": args.sdpa_on_cpu,
     }
     if args.json:
         print(json.dumps({"meta": meta, "rows": rows, "diff_cost": cost}, indent=2))
         return
     print(f"# {name}; amp {meta['amp']}; torch {torch.__version__}, timm {timm.__version__}; "
-          f"batch {args.batch}, {args.repeats} repeats x {args.steps} steps (median), {args.clock} clock")
+          f"batch {args.batch}, drop path {CONFIG['drop_path']}, {args.repeats} repeats x {args.steps} "
+          f"steps (median), {args.clock} clock" + ("; Diff-ViT SDPA on CPU" if args.sdpa_on_cpu else ""))
     print("| model    | mode  | zoo img/s | timm img/s | zoo/timm (min-max) |")
     print("|----------|-------|-----------|------------|--------------------|")
     for r in rows:

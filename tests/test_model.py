@@ -13,11 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from zoo import registry
 from zoo.convert import from_timm, to_timm
 from zoo.errors import ZooError
-from zoo.model import ViT, build_model
+from zoo.model import DropPath, ViT, build_model
 
 SMALL = dict(img_size=16, patch_size=4, num_classes=5, dim=32, depth=3, heads=4, mlp_ratio=2.0)
 POSEMBS = ["none", "learned_1d", "learned_2d", "sinusoidal", {"sinusoidal": {"dims": 1}}]
@@ -120,6 +121,52 @@ def test_fused_and_explicit_paths_agree(attention: str, heads: int) -> None:
     if attention == "diff":  # and the default CPU forward (explicit) is the same function
         attn.sdpa_on_cpu = False
         torch.testing.assert_close(attn(x), fused, atol=1e-5, rtol=1e-5)
+
+
+def diff_attention(attn_drop: float = 0.0, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """Differential attention with 3 heads of width 2 x 8 and random lambda vectors."""
+    registry.discover()
+    torch.manual_seed(0)
+    attn = registry.build("attention", "diff", dim=48, heads=3, layer=2, depth=3, qkv_bias=True,
+                          attn_drop=attn_drop)
+    attn.sdpa_on_cpu = True
+    return attn.to(dtype)
+
+
+@pytest.mark.parametrize("attn_drop, train", [(0.0, True), (0.3, False)], ids=["p0", "eval"])
+def test_diff_fused_path_equals_explicit_in_float64(attn_drop: float, train: bool) -> None:
+    """The one-call SDPA path (4h heads of width d) is the explicit path: outputs, the input
+    gradient and every parameter gradient agree to float64 rounding, with attention dropout
+    off (p = 0 in training, or p > 0 in eval mode)."""
+    attn = diff_attention(attn_drop, torch.float64).train(train)
+    x = torch.randn(2, 17, 48, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for return_attn in (False, True):
+        out = attn(x, return_attn=return_attn)
+        out = out[0] if return_attn else out
+        grads.append((out, *torch.autograd.grad(out.square().sum(), [x, *attn.parameters()])))
+    names = ["out", "x", *(n for n, _ in attn.named_parameters())]
+    for name, fused, explicit in zip(names, *grads, strict=True):
+        torch.testing.assert_close(fused, explicit, atol=1e-12, rtol=1e-10, msg=name)
+
+
+def test_diff_fused_path_is_one_flash_call_without_indexing() -> None:
+    """Equal head widths let SDPA's flash kernel run (it refuses values wider than keys);
+    the backward graph has one SDPA node and no zero-filling select backward."""
+    attn = diff_attention()
+    x = torch.randn(2, 17, 48, requires_grad=True)
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):  # raises "No available kernel" otherwise
+        out = attn(x)
+        out.sum().backward()
+    nodes, todo = set(), [out.grad_fn]
+    while todo:
+        fn = todo.pop()
+        if fn is not None and fn not in nodes:
+            nodes.add(fn)
+            todo.extend(f for f, _ in fn.next_functions)
+    names = [type(fn).__name__ for fn in nodes]
+    assert sum("ScaledDotProduct" in n for n in names) == 1, names
+    assert not any("Select" in n or "Index" in n for n in names), names
 
 
 def test_lambda_init_follows_the_paper_per_layer() -> None:
@@ -245,6 +292,23 @@ def test_model_helpers_for_the_trainer_and_visualizers() -> None:
     assert not torch.equal(model(x), model(x))  # stochastic depth drops branches
     model.eval()
     assert torch.equal(model(x), model(x))
+
+
+def test_drop_path_drops_whole_samples_and_keeps_the_expectation() -> None:
+    """Each sample's branch is zeroed with probability p or scaled by 1/(1 - p) as a whole."""
+    drop = DropPath(0.25).train()
+    torch.manual_seed(0)
+    x = torch.rand(4000, 3, 5) + 1.0  # no zeros: a dropped sample is all zeros
+    x.requires_grad_(True)
+    out = drop(x)
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    kept = out.flatten(1).ne(0).any(dim=1)  # [B]
+    assert not out[~kept].any()
+    torch.testing.assert_close(out[kept], x[kept] / 0.75)
+    torch.testing.assert_close(grad, (kept.float() / 0.75)[:, None, None].expand_as(x))
+    assert float(1 - kept.float().mean()) == pytest.approx(0.25, abs=0.03)  # 5 sigma
+    assert float((out / x).detach().mean()) == pytest.approx(1.0, abs=0.05)  # E[out] = x
+    assert drop.eval()(x) is x and DropPath(0.0).train()(x) is x
 
 
 @pytest.mark.parametrize("attention, heads, sdpa", [("mhsa", 4, False), ("diff", 2, False),
