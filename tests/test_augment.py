@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo.data import build_augment, build_datasets, per_chunk, to_float
+from zoo.data import build_augment, build_datasets, to_float
 from zoo.errors import ZooError
 from zoo.registry import build, builtin_dir, load_file
 
@@ -153,17 +153,6 @@ def test_color_jitter_hue_keeps_grays_and_turns_colours(device):
     assert (out - colour).abs().amax() > 0.05
 
 
-def test_per_chunk_gives_each_chunk_its_own_draw():
-    calls = []
-
-    def draw(c: torch.Tensor) -> torch.Tensor:
-        calls.append(len(c))
-        return c + len(calls)
-
-    out = per_chunk(draw, torch.zeros(10, 1), 4)
-    assert calls == [4, 4, 2] and out.flatten().tolist() == [1] * 4 + [2] * 4 + [3] * 2
-
-
 def test_build_augment_keeps_recipe_order_and_names_the_entry():
     aug = build_augment(["hflip", {"random_crop": {"padding": 2}}, "mixup"], 10, 32)
     assert aug.names == ["hflip", "random_crop", "mixup"]
@@ -189,7 +178,7 @@ def test_bad_parameters_are_one_line_errors(spec, message):
 @pytest.mark.cuda
 @pytest.mark.parametrize("name", sorted(set(OPS) - {"autoaugment", "randaugment"}))
 def test_own_ops_do_not_sync_the_host(name, batch):
-    """torchvision's policies are left out: they are theirs, and they may sync."""
+    """The two policies have their own no-sync tests in test_augment_policies.py."""
     x, y = (t.cuda() for t in batch)
     f = op({name: {"hue": 0.1}} if name == "color_jitter" else name)
     f(x, y)  # first call may move constants to the device

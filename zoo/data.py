@@ -306,13 +306,3 @@ def build_augment(specs: Sequence[Any], num_classes: int, img_size: int,
            for i, s in enumerate(specs)]
     names = [s if isinstance(s, str) else next(iter(s)) for s in specs]
     return Augment(ops, names)
-
-
-def per_chunk(transform: Callable[[Tensor], Tensor], x: Tensor, chunk: int) -> Tensor:
-    """Apply a transform that draws one random op per call to each `chunk` images in turn.
-
-    torchvision's AutoAugment/RandAugment apply one draw to a whole batch; splitting the
-    (already shuffled) batch gives each image the policy's exact marginal distribution,
-    shared only within its chunk. chunk=1 is strictly per image and the slowest.
-    """
-    return torch.cat([transform(c) for c in x.split(chunk)])
