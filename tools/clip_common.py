@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from zoo.errors import ZooError, suggest
+from zoo.errors import ZooError, first_line, suggest
 
 with warnings.catch_warnings():
     # openai-clip imports pkg_resources, which warns on every start; that is not our user's concern.
@@ -45,12 +45,6 @@ with warnings.catch_warnings():
 
 DEFAULT_CACHE_DIR = Path("~/.cache/zoo/clip_text").expanduser()
 PROMPT_MODES = ("auto", "ensemble", "single", "name")
-
-
-def first_line(error: BaseException) -> str:
-    """`Type: first line of the message`, so wrapped library errors stay one line."""
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -33,7 +33,6 @@ from clip_common import (
     PROMPT_MODES,
     ArgumentParser,
     LoadedClip,
-    first_line,
     imagenet_classnames,
     imagenet_descriptions,
     imagenet_wnids,
@@ -51,7 +50,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from zoo.errors import ZooError, exit_on_user_error, suggest
+from zoo.errors import ZooError, exit_on_user_error, first_line, suggest
 from zoo.viz import quiet_hub_retries
 
 DEFAULT_RESNET = "resnet50.a1_in1k"

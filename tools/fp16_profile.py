@@ -41,7 +41,6 @@ from clip_common import (
     PROMPT_MODES,
     SAMPLE_PHOTOS,
     ArgumentParser,
-    first_line,
     list_images,
     load_clip,
     load_rgb,
@@ -53,7 +52,7 @@ from clip_common import (
 from torch import nn
 from tqdm import tqdm
 
-from zoo.errors import ZooError, exit_on_user_error, suggest
+from zoo.errors import ZooError, exit_on_user_error, first_line, suggest
 
 MiB = 2**20
 DEFAULT_BATCH_SIZES = "1,8,32,128,256"

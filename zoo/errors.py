@@ -22,6 +22,12 @@ def suggest(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
+def first_line(error: BaseException) -> str:
+    """`Type: first line of the message`, so wrapped library errors stay one line."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
 def debug_enabled(argv: list[str] | None = None) -> bool:
     argv = sys.argv if argv is None else argv
     return "--debug" in argv or os.environ.get("ZOO_DEBUG", "") not in ("", "0")
