@@ -8,7 +8,14 @@ The public API, imported lazily so that `import zoo` stays cheap:
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# OpenMP threads that wait by spinning make a shared CPU crawl: on a 2-core VM with other jobs
+# running (load average 4.2-4.7), a quickstart step took 1,074-1,557 ms with spinning waits
+# and 355-444 ms with passive ones. Set before torch loads its OpenMP runtime (importing zoo
+# first, as `zoo` and `python -m zoo` do); the user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 
