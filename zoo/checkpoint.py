@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,64 @@ def save(
     _fsync_dir(ckpt_dir)
     _prune(ckpt_dir)
     return final
+
+
+def to_host(obj: Any) -> Any:
+    """A copy of `obj` with every tensor in host memory, taken now in stream order.
+
+    CUDA tensors are copied without waiting (into pinned memory); CPU tensors are cloned,
+    since training goes on changing the originals in place.
+    """
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach()
+        return t.to("cpu", non_blocking=True) if t.is_cuda else t.clone()
+    if isinstance(obj, dict):
+        return {k: to_host(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(to_host(v) for v in obj)
+    return obj
+
+
+class Saver:
+    """`save` on a background thread, so that writing files never stalls training.
+
+    `submit` snapshots the state to host memory (queued behind the running GPU work, no
+    wait) and writes it from a thread; one save runs at a time. `wait` joins the running
+    save and raises its error, if any: call it before exiting.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, ckpt_dir: Path, step: int, model: dict[str, torch.Tensor],
+               state: dict[str, Any], ema: dict[str, torch.Tensor] | None = None,
+               best: bool = False) -> None:
+        self.wait()
+        model, state, ema = to_host((model, state, ema))
+        ready = None
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            ready = torch.cuda.Event()
+            ready.record()  # the copies above are done when this is
+
+        def write() -> None:
+            try:
+                if ready is not None:
+                    ready.synchronize()
+                save(ckpt_dir, step, model, state, ema=ema, best=best)
+            except BaseException as e:  # handed to the training thread by wait()
+                self._error = e
+
+        self._thread = threading.Thread(target=write, name=f"save step {step}")
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def _prune(ckpt_dir: Path) -> None:

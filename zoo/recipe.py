@@ -71,7 +71,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     grad_clip: float | None = 1.0
     amp: str = "none"  # none | bf16 | fp16
-    compile: bool = False
+    compile: bool | str = False  # torch.compile the model: true, false, or cuda (only on CUDA)
+    cuda_graph: bool = False  # CUDA only: replay the whole step as one CUDA graph (zoo/step.py)
     ema: float | None = None  # EMA decay, e.g. 0.999; evaluation then uses the EMA weights
     eval_every: int = 1
     checkpoint_every: int = 1
@@ -221,6 +222,9 @@ def from_dict(data: dict[str, Any], source: str = "recipe") -> Recipe:
                 f"{source}: {key}: '{value}' is not one of {', '.join(choices)}"
                 f"{suggest(value, choices)}"
             )
+    if isinstance(recipe.train.compile, str) and recipe.train.compile != "cuda":
+        raise ZooError(f"{source}: train.compile: '{recipe.train.compile}' is not one of "
+                       f"true, false, cuda{suggest(recipe.train.compile, ['cuda'])}")
     m = recipe.model
     if m.img_size % m.patch_size:
         raise ZooError(f"{source}: model.patch_size: {m.patch_size} does not divide img_size {m.img_size}")

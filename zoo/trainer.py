@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo import checkpoint, data
-from zoo.errors import ZooError
+from zoo.errors import ZooError, first_line
 from zoo.model import build_model
 from zoo.recipe import Recipe
 from zoo.rundir import (
@@ -40,6 +41,7 @@ from zoo.rundir import (
     read_jsonl,
     write_json,
 )
+from zoo.step import GraphStep
 
 LOG_EVERY = 25  # steps between host syncs for the progress bar and the finite-loss check
 
@@ -167,15 +169,27 @@ class Trainer:
 
         self.model = build_model(recipe.model).to(self.device)
         self.ema = EMA(self.model, t.ema) if t.ema else None
-        self.optimizer = make_optimizer(self.model, recipe)
+        self.graph_off = self._why_no_graph()
+        self.optimizer = make_optimizer(self.model, recipe, self.device,
+                                        lr_tensor=t.cuda_graph and not self.graph_off)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.amp == "fp16")
-        self.net: nn.Module = self.model
+        self.ddp: nn.Module = self.model
         if self.dist.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        if t.compile:
-            self.net = torch.compile(self.net)
+            self.ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        compile_here = t.compile is True or (t.compile == "cuda" and self.device.type == "cuda")
+        self.net = torch.compile(self.ddp) if compile_here else self.ddp
+        self.run_step: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]] = (
+            self._eager_step)
+        if t.cuda_graph and not self.graph_off:
+            self.run_step = GraphStep(
+                self.prepare, self.update, note=self.warn,
+                capture_prepare=all(getattr(op, "capturable", False) for op in self.augment.ops),
+            )
+        self.setup_s: float | None = None  # compile, warm-up and capture: the first steps
+        self.saver = checkpoint.Saver()
+        self._setup_tic: float | None = None
 
         self.steps_per_epoch = len(self.train_loader)
         if self.steps_per_epoch == 0:
@@ -188,6 +202,7 @@ class Trainer:
             self.total_steps = min(self.total_steps, t.max_steps)
         self.warmup_steps = min(int(t.warmup_epochs * self.steps_per_epoch), self.total_steps)
         self.step = 0  # optimizer steps taken
+        self.lr = t.lr  # the schedule's value at the last step
         self.best_acc = -1.0
         self.writer = None
         self._signal: int | None = None
@@ -210,7 +225,10 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
         self.best_acc = float(state["best_acc"])
+        lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        for g, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+            g["lr"] = lr  # keep our own (device) rate; the schedule sets its value each step
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng_cpu"])
         if state["rng_cuda"] and torch.cuda.is_available():
@@ -219,7 +237,7 @@ class Trainer:
     def save(self, best: bool = False) -> None:
         if not self.dist.main or self.run_dir is None:
             return
-        checkpoint.save(
+        self.saver.submit(
             self.run_dir / "checkpoints", self.step, self.model.state_dict(), self.state_dict(),
             ema=self.ema.model.state_dict() if self.ema else None, best=best,
         )
@@ -280,15 +298,19 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        t = self.recipe.train
-        lr = lr_at(self.step, self.total_steps, self.warmup_steps, t.lr, t.min_lr)
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr
+    def prepare(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 batch -> normalised, augmented float images and soft targets."""
         x = data.to_float(images)
         y = F.one_hot(labels, self.recipe.model.num_classes).float()
         x, y = self.augment(x, y)
-        x = data.normalize(x, self.mean, self.std)
+        return data.normalize(x, self.mean, self.std), y
+
+    def update(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Forward, loss, backward, clipping, optimizer and EMA: (loss, correct, grad norm).
+
+        No host synchronisation in here: this is what a CUDA graph captures.
+        """
+        t = self.recipe.train
         with self.autocast():
             logits = self.net(x)
         loss = soft_cross_entropy(logits, y, t.label_smoothing)
@@ -301,9 +323,74 @@ class Trainer:
         self.scaler.update()
         if self.ema:
             self.ema.update(self.model)
-        self.step += 1
         correct = (logits.argmax(-1) == y.argmax(-1)).sum()
         return loss.detach(), correct, grad_norm
+
+    def _eager_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.update(*self.prepare(images, labels))
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        t = self.recipe.train
+        self.lr = lr_at(self.step, self.total_steps, self.warmup_steps, t.lr, t.min_lr)
+        set_lr(self.optimizer, self.lr)
+        if self.setup_s is not None:
+            out = self.run_step(images, labels)
+        else:  # compiling, warming up and capturing: timed, and a failed compile falls back
+            self._setup_tic = self._setup_tic or time.perf_counter()
+            out = self._first_steps(images, labels)
+            if self._setup_done():
+                sync(self.device)
+                self.setup_s = time.perf_counter() - self._setup_tic
+                if self.dist.main and (self.net is not self.ddp or isinstance(self.run_step, GraphStep)):
+                    self.warn(f"training step ready in {self.setup_s:.1f} s "
+                              f"({self.step_mode()})", prefix="")
+        self.step += 1
+        return out
+
+    def _first_steps(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.net is self.ddp:
+            return self.run_step(images, labels)
+        try:
+            return self.run_step(images, labels)
+        except Exception as e:  # the compiler's failure, or the step's own error
+            self.net = self.ddp
+            out = self.run_step(images, labels)  # an error of the step itself raises here
+            self.warn(f"torch.compile failed ({first_line(e)}); training without it")
+            return out
+
+    def _setup_done(self) -> bool:
+        step = self.run_step
+        return not isinstance(step, GraphStep) or step.graph is not None or not step.levels
+
+    def step_mode(self) -> str:
+        """How the step runs, in words: compiled or eager, and what a CUDA graph holds."""
+        mode = "compiled" if self.net is not self.ddp else "eager"
+        step = self.run_step
+        if isinstance(step, GraphStep):
+            if step.captured:
+                return f"{mode}, {step.captured} in one CUDA graph"
+            if step.levels:
+                return f"{mode}, one CUDA graph after {step.warmup} warm-up steps"
+            return f"{mode}, no CUDA graph: its capture failed"
+        return mode + (f", no CUDA graph: {self.graph_off}" if self.recipe.train.cuda_graph
+                       and self.graph_off else "")
+
+    def warn(self, message: str, prefix: str = "warning: ") -> None:
+        if self.dist.main:
+            print(f"{prefix}{message}", file=sys.stderr, flush=True)
+
+    def _why_no_graph(self) -> str:
+        """Why a requested CUDA graph cannot be used here ('' when it can)."""
+        t = self.recipe.train
+        if self.device.type != "cuda":
+            return "not on CUDA"
+        if self.dist.world > 1:
+            return "DistributedDataParallel"
+        if t.amp == "fp16":
+            return "fp16 loss scaling checks for overflow on the host; use amp bf16"
+        if t.optimizer != "adamw":
+            return "only AdamW takes its learning rate as a device tensor"
+        return ""
 
     def train_epoch(self, epoch: int, start_step: int) -> dict[str, float]:
         self.model.train()
@@ -332,7 +419,7 @@ class Trainer:
                     s = sums.tolist()
                     bar.set_postfix(
                         loss=f"{s[0] / s[2]:.3f}", acc=f"{s[1] / s[2]:.3f}",
-                        lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
+                        lr=f"{self.lr:.2e}",
                         img_s=f"{s[2] * self.dist.world / (time.perf_counter() - tic):.0f}",
                     )
             if self._stop_requested():
@@ -413,7 +500,7 @@ class Trainer:
                 if epoch_done and ((epoch + 1) % t.eval_every == 0 or done):
                     metrics = {
                         "epoch": epoch + 1, "step": self.step, **train_metrics, **self.evaluate(),
-                        "lr": self.optimizer.param_groups[0]["lr"],
+                        "lr": self.lr,
                         "time": time.perf_counter() - tic,
                     }
                     best = metrics["val_acc"] > self.best_acc
@@ -429,6 +516,7 @@ class Trainer:
         finally:
             for s, h in handlers.items():
                 signal.signal(s, h)
+            self.saver.wait()  # the last checkpoint is on disk before anyone reads it
         summary = {
             "status": "finished",
             "steps": self.step,
@@ -439,6 +527,8 @@ class Trainer:
             "final_val_loss": metrics.get("val_loss"),
             "img_per_s": metrics.get("img_per_s"),
             "wall_time": time.perf_counter() - tic,
+            "setup_s": self.setup_s,
+            "step_mode": self.step_mode(),
         }
         if log:
             if self.writer is not None:
@@ -455,8 +545,14 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """Weight decay on matrices only; norms, biases, tokens and position tables are exempt."""
+def make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device,
+                   lr_tensor: bool = False) -> torch.optim.Optimizer:
+    """Weight decay on matrices only; norms, biases, tokens and position tables are exempt.
+
+    On CUDA, AdamW is the fused kernel; `lr_tensor` makes it capturable in a CUDA graph, its
+    learning rate a device tensor that `set_lr` fills in place, so replays follow the
+    schedule (AdamW only; PyTorch refuses to capture a step that is not `capturable`).
+    """
     t = recipe.train
     skip = model.no_weight_decay()
     decay, no_decay = [], []
@@ -467,7 +563,25 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if t.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas))
+    fused = device.type == "cuda"
+    graph = lr_tensor and fused
+    lr = torch.tensor(t.lr, device=device) if graph else t.lr
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(t.betas), fused=fused or None,
+                             capturable=graph)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The schedule's value into every group: in place where the rate is a device tensor."""
+    for g in optimizer.param_groups:
+        if isinstance(g["lr"], torch.Tensor):
+            g["lr"].fill_(lr)
+        else:
+            g["lr"] = lr
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def progress(it: Any, enabled: bool, **kw: Any) -> Any:
@@ -520,5 +634,6 @@ def dry_run(recipe: Recipe) -> str:
         f"attention {recipe.model.attention}, posemb {recipe.model.posemb}",
         f"schedule:   {trainer.total_steps} steps ({trainer.steps_per_epoch}/epoch), "
         f"warmup {trainer.warmup_steps}, batch {recipe.data.batch_size}, amp {recipe.train.amp}",
+        f"step:       {trainer.step_mode()}",
         f"augment:    {recipe.data.augment or 'none'}",
     ])

@@ -20,6 +20,8 @@ class ColorJitter:
     fraction of a full turn (at most 0.5), done as a rotation of the YIQ chroma plane.
     """
 
+    capturable = True  # device-side randomness, no host sync: fit for a CUDA graph
+
     def __init__(self, brightness: float = 0.4, contrast: float = 0.4,
                  saturation: float = 0.4, hue: float = 0.0):
         if min(brightness, contrast, saturation) < 0 or not 0 <= hue <= 0.5:

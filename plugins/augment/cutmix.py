@@ -18,24 +18,37 @@ class CutMix:
     targets mix by the box's true area, so rows still sum to 1.
     """
 
+    capturable = True  # device-side randomness, no host sync: fit for a CUDA graph
+
     def __init__(self, alpha: float = 1.0, p: float = 1.0):
         if alpha <= 0 or not 0 <= p <= 1:
             raise ZooError(f"augment 'cutmix': need alpha > 0 and p in [0, 1], got {alpha}, {p}")
         self.alpha, self.p = alpha, p
 
+    @staticmethod
+    def box(lam: Tensor, height: int, width: int) -> Tensor:
+        """bool [n, H, W]: for each lam [n], a box of area about (1 - lam), clipped to the image.
+
+        Its sides are sqrt(1 - lam) times the image's, its centre uniform over the image;
+        lam 1 gives no box. Shared with mixup_cutmix, which draws one box per batch.
+        """
+        n = lam.shape[0]
+        cut = (1 - lam).sqrt()  # side / image side
+        u = torch.rand(n, 2, device=lam.device)
+        cy, cx = u[:, 0] * height, u[:, 1] * width
+        top, bottom = (cy - cut * height / 2).round(), (cy + cut * height / 2).round()
+        left, right = (cx - cut * width / 2).round(), (cx + cut * width / 2).round()
+        r = torch.arange(height, device=lam.device).view(1, height, 1)
+        c = torch.arange(width, device=lam.device).view(1, 1, width)
+        return ((r >= top.view(n, 1, 1)) & (r < bottom.view(n, 1, 1))
+                & (c >= left.view(n, 1, 1)) & (c < right.view(n, 1, 1)))
+
     def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         B, C, H, W = x.shape
         a = torch.full((B,), self.alpha, device=x.device)  # no validation: it would sync
         lam = torch.distributions.Beta(a, a, validate_args=False).sample()
-        cut = (1 - lam).sqrt() * (torch.rand(B, device=x.device) < self.p)  # side / image side
-        u = torch.rand(B, 2, device=x.device)
-        cy, cx = u[:, 0] * H, u[:, 1] * W
-        top, bottom = (cy - cut * H / 2).round(), (cy + cut * H / 2).round()
-        left, right = (cx - cut * W / 2).round(), (cx + cut * W / 2).round()
-        r = torch.arange(H, device=x.device).view(1, H, 1)
-        c = torch.arange(W, device=x.device).view(1, 1, W)
-        box = ((r >= top.view(B, 1, 1)) & (r < bottom.view(B, 1, 1))
-               & (c >= left.view(B, 1, 1)) & (c < right.view(B, 1, 1)))  # [B, H, W]
+        lam = torch.where(torch.rand(B, device=x.device) < self.p, lam, 1.0)
+        box = self.box(lam, H, W)  # [B, H, W]
         partner = torch.randperm(B, device=x.device)
         x = torch.where(box.unsqueeze(1), x[partner], x)
         kept = 1 - box.flatten(1).float().mean(1, keepdim=True)  # true share of own image

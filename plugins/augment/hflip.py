@@ -13,6 +13,8 @@ from zoo.registry import register
 class HFlip:
     """Flip each image horizontally with probability p."""
 
+    capturable = True  # device-side randomness, no host sync: fit for a CUDA graph
+
     def __init__(self, p: float = 0.5):
         if not 0 <= p <= 1:
             raise ZooError(f"augment 'hflip': p must be in [0, 1], got {p}")

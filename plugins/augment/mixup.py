@@ -18,6 +18,8 @@ class Mixup:
     default alpha 0.8 is DeiT's (Touvron et al. 2021) for ViTs trained from scratch.
     """
 
+    capturable = True  # device-side randomness, no host sync: fit for a CUDA graph
+
     def __init__(self, alpha: float = 0.8, p: float = 1.0):
         if alpha <= 0 or not 0 <= p <= 1:
             raise ZooError(f"augment 'mixup': need alpha > 0 and p in [0, 1], got {alpha}, {p}")

@@ -18,6 +18,8 @@ class RandomCrop:
     image (reflect) or with black (zero).
     """
 
+    capturable = True  # device-side randomness, no host sync: fit for a CUDA graph
+
     def __init__(self, img_size: int, padding: int = 4, mode: str = "reflect"):
         if mode not in ("reflect", "zero"):
             raise ZooError(f"augment 'random_crop': mode must be reflect or zero, got '{mode}'")

@@ -21,6 +21,8 @@ class RandomErasing:
     is clipped to it rather than redrawn.
     """
 
+    capturable = True  # device-side randomness, no host sync: fit for a CUDA graph
+
     def __init__(self, p: float = 0.5, min_area: float = 0.02, max_area: float = 0.33,
                  max_aspect: float = 3.3, value: str = "random"):
         if not (0 <= p <= 1 and 0 < min_area <= max_area <= 1 and max_aspect >= 1):
