@@ -131,39 +131,57 @@ def cifar_like_dataset(split: str, n: int = 50_000) -> TensorData:
     return cifar_like(n if split == "train" else 1000, seed=0 if split == "train" else 1)
 
 
-# Dense bf16 tensor-core peaks from NVIDIA's data sheets (SXM parts), in TFLOP/s.
-PEAK_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L4": 121.0, "A10": 125.0}
+# Dense (not 2:4-sparse) bf16 tensor-core peaks from NVIDIA's data sheets, in TFLOP/s, by
+# the exact name torch.cuda.get_device_name reports: an H100 PCIe is not an H100 SXM, so a
+# name is never matched by a part of it. A GPU missing here gets no MFU; add its row.
+PEAK_BF16_TFLOPS = {
+    "NVIDIA H100 80GB HBM3": 989.4,  # H100 SXM5
+    "NVIDIA H100 PCIe": 756.0,
+    "NVIDIA H100 NVL": 835.0,
+    "NVIDIA H200": 989.4,  # H200 SXM
+    "NVIDIA H200 NVL": 835.0,
+    "NVIDIA A100-SXM4-80GB": 312.0,
+    "NVIDIA A100-SXM4-40GB": 312.0,
+    "NVIDIA A100 80GB PCIe": 312.0,
+    "NVIDIA A100-PCIE-40GB": 312.0,
+    "NVIDIA L40S": 362.1,
+    "NVIDIA L4": 121.0,
+    "NVIDIA A10": 125.0,
+}
 
 
-def peak_tflops(device: torch.device) -> float | None:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
-    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+def peak_tflops(name: str) -> float | None:
+    """The dense bf16 peak of the GPU called `name`, or None if it is not in the table."""
+    return PEAK_BF16_TFLOPS.get(name.strip())
+
+
+VARIANTS = {  # how the step runs: (train.compile, train.cuda_graph)
+    "eager": (False, False), "compiled": (True, False), "graph": (False, True),
+    "compiled+graph": (True, True),
+}
 
 
 def bench_step(device: str = "cpu", recipe: str = "recipes/vit_p4.yaml", steps: int = 20,
-               warmup: int = 5, batch_size: int = 128, compile: bool = False,
+               warmup: int = 5, batch_size: int = 128, variant: str = "eager",
                overrides: list[str] | None = None) -> dict:
     """Img/s of whole training steps of `recipe` through the Trainer, and MFU on CUDA.
 
-    `first_step_s` is the wall time of the first step: with compile on, mostly compilation.
+    `variant` says how the step runs (VARIANTS); `setup_s` is the wall time until the step
+    was ready: compiling, warming up and capturing the CUDA graph.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
     dev = torch.device(device)
     amp = "bf16" if dev.type == "cuda" else "none"
+    compile, graph = VARIANTS[variant]
     r = load_recipe(recipe, [
         "data.dataset=cifar_like", f"train.device={device}", f"train.amp={amp}",
         f"data.batch_size={batch_size}", f"train.compile={str(compile).lower()}",
-        "log.progress=false", *(overrides or []),
+        f"train.cuda_graph={str(graph).lower()}", "log.progress=false", *(overrides or []),
     ])
     trainer = Trainer(r, None)
     batches = trainer.train_loader.epoch(0)
-    sync(dev)
-    t0 = time.perf_counter()
-    trainer.train_step(*next(batches))
-    sync(dev)
-    first_step_s = time.perf_counter() - t0
-    for _ in range(warmup - 1):
+    for _ in range(warmup):
         trainer.train_step(*next(batches))
     sync(dev)
     t0 = time.perf_counter()
@@ -178,7 +196,7 @@ def bench_step(device: str = "cpu", recipe: str = "recipes/vit_p4.yaml", steps: 
     trainer.optimizer.zero_grad(set_to_none=True)
     img_s = steps * batch_size / elapsed
     flops_per_img = counter.get_total_flops() / batch_size
-    peak = peak_tflops(dev)
+    peak = peak_tflops(torch.cuda.get_device_name(dev)) if dev.type == "cuda" else None
     return {
         "recipe": recipe,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor()
@@ -186,11 +204,12 @@ def bench_step(device: str = "cpu", recipe: str = "recipes/vit_p4.yaml", steps: 
         "threads": torch.get_num_threads(),
         "load_avg_1min": os.getloadavg()[0],
         "amp": amp,
-        "compile": compile,
+        "variant": variant,
+        "step_mode": trainer.step_mode(),
         "batch_size": batch_size,
         "params": sum(p.numel() for p in trainer.model.parameters()),
         "images_per_s": img_s,
-        "first_step_s": first_step_s,
+        "setup_s": trainer.setup_s,
         "epoch_s_50k": 50_000 / img_s,
         "gflops_per_image_fwd_bwd": flops_per_img / 1e9,
         "mfu": flops_per_img * img_s / (peak * 1e12) if peak else None,
@@ -199,7 +218,8 @@ def bench_step(device: str = "cpu", recipe: str = "recipes/vit_p4.yaml", steps: 
 
 def report_step(result: dict) -> str:
     mfu = f", MFU {100 * result['mfu']:.1f}%" if result["mfu"] is not None else ""
-    return (f"{result['recipe']} training step: {result['images_per_s']:,.0f} img/s "
+    return (f"{result['recipe']} training step ({result['step_mode']}, ready in "
+            f"{result['setup_s']:.1f} s): {result['images_per_s']:,.0f} img/s "
             f"(batch {result['batch_size']}, amp {result['amp']}, "
             f"{result['gflops_per_image_fwd_bwd']:.3f} GFLOP/img), "
             f"{result['epoch_s_50k']:.0f} s per 50k-image epoch{mfu} "
@@ -232,7 +252,8 @@ def main() -> None:
     p.add_argument("--train-batch-size", type=int, default=128, help="training step batch size")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value of --recipe for the training steps (repeatable)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--variants", default="eager",
+                   help=f"how the step runs, comma-separated: {', '.join(VARIANTS)}")
     p.add_argument("--no-pipeline", action="store_true", help="time the training steps only")
     p.add_argument("--no-step", action="store_true", help="time the input pipeline only")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
@@ -249,10 +270,14 @@ def main() -> None:
         ]
         print("\n\n".join(report(r) for r in out["pipeline"]))
     if not args.no_step:
-        out["train_step"] = bench_step(args.device, args.recipe, args.train_steps,
-                                       batch_size=args.train_batch_size, compile=args.compile,
-                                       overrides=args.overrides)
-        print("\n" + report_step(out["train_step"]))
+        out["train_steps"] = []
+        for variant in args.variants.split(","):
+            if variant not in VARIANTS:
+                p.error(f"--variants: unknown '{variant}'; choose from {', '.join(VARIANTS)}")
+            out["train_steps"].append(bench_step(
+                args.device, args.recipe, args.train_steps, batch_size=args.train_batch_size,
+                variant=variant, overrides=args.overrides))
+            print("\n" + report_step(out["train_steps"][-1]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)

@@ -60,19 +60,21 @@ def test_fused_and_explicit_attention_agree_on_cuda(attention, heads, dtype):
 
 
 def test_compiled_training_matches_eager(tmp_path):
-    eager = trainer(tmp_path, "train.amp=none", "train.seed=1")
-    compiled = trainer(tmp_path, "train.amp=none", "train.seed=1", "train.compile=true")
     losses = []
-    for t in (eager, compiled):
+    for compiled in ("false", "true"):  # one after the other: each trainer seeds the generators
+        t = trainer(tmp_path, "train.amp=none", "train.seed=1", f"train.compile={compiled}")
         batches = t.train_loader.epoch(0)
         losses.append(torch.stack([t.train_step(*next(batches))[0] for _ in range(3)]))
     torch.testing.assert_close(losses[0], losses[1], atol=2e-3, rtol=2e-3)
 
 
-def test_train_step_makes_no_host_sync(tmp_path):
-    t = trainer(tmp_path, "train.amp=bf16")
+@pytest.mark.parametrize("graph", ["false", "true"])
+def test_train_step_makes_no_host_sync(tmp_path, graph):
+    t = trainer(tmp_path, "train.amp=bf16", f"train.cuda_graph={graph}")
     batches = t.train_loader.epoch(0)
-    t.train_step(*next(batches))  # the first step may set things up
+    for _ in range(5):  # the first steps set things up (and capture the graph)
+        t.train_step(*next(batches))
+    assert (t.run_step.captured if graph == "true" else "eager") in ("prepare + update", "eager")
     images, labels = next(batches)
     torch.cuda.set_sync_debug_mode("error")
     try:

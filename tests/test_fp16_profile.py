@@ -174,3 +174,52 @@ def test_end_to_end_tiny_model_writes_every_output(tmp_path, tiny_clip):
     markdown = (out / "results.md").read_text()
     assert "RANDOM WEIGHTS" in markdown and "not meaningful" in markdown and "| amp-bf16 | 2 |" in markdown
     assert results["config"]["timing"].startswith("time.perf_counter")
+
+
+class _OutOfMemoryFrom(nn.Module):
+    """Raises CUDA's out-of-memory error from `batch` images on, as a full GPU would."""
+
+    def __init__(self, batch: int) -> None:
+        super().__init__()
+        self.batch = batch
+        self.linear = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] >= self.batch:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.linear(x.mean(dim=(2, 3)))
+
+
+def test_out_of_memory_is_a_row_status_and_smaller_batches_still_run():
+    rows = fp.profile(_OutOfMemoryFrom(4), [fp.MODES["fp32"]], [1, 4, 2], resolution=8, device=CPU,
+                      warmup=0, repeats=1, progress=False)
+    assert [r["status"] for r in rows] == ["ok", "out of memory", "ok"]
+    assert "median_ms" not in rows[1] and rows[2]["median_ms"] > 0
+
+
+def test_cuda_timing_uses_events_not_the_host_clock(monkeypatch):
+    """The CUDA branch, with fake events: each call is timed by a pair of recorded events."""
+    log = []
+
+    class FakeEvent:
+        def __init__(self, enable_timing: bool = False) -> None:
+            assert enable_timing
+            self.t = None
+
+        def record(self) -> None:
+            self.t = len(log)
+            log.append("record")
+
+        def synchronize(self) -> None:
+            log.append("sync")
+
+        def elapsed_time(self, end: FakeEvent) -> float:
+            return 1.5 * (end.t - self.t)  # ms between the two records: one call in between
+
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: log.append("device sync"))
+    times = fp.time_forward(lambda: log.append("call"), warmup=1, repeats=2,
+                            device=torch.device("cuda", 0))
+    assert times == [3.0, 3.0]
+    assert log == ["call", "device sync", "record", "call", "record", "sync",
+                   "record", "call", "record", "sync"]

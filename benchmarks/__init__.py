@@ -1,0 +1,1 @@
+"""Speed measurements and the GPU acceptance check; see benchmarks/README.md."""
