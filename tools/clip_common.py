@@ -32,9 +32,10 @@ from typing import NoReturn
 
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm import tqdm
 
+from zoo.data import open_rgb
 from zoo.errors import ZooError, first_line, suggest
 
 with warnings.catch_warnings():
@@ -369,9 +370,8 @@ def list_images(root: Path) -> list[Path]:
 
 
 def load_rgb(path: Path) -> Image.Image:
-    """Open any format PIL reads, apply the EXIF orientation (phone photos), convert to RGB."""
-    with Image.open(path) as im:
-        return ImageOps.exif_transpose(im).convert("RGB")
+    """Any format PIL reads, EXIF orientation applied (phone photos), as RGB (zoo.data.open_rgb)."""
+    return open_rgb(path, exif=True)
 
 
 def sample_photos() -> Iterator[tuple[str, Image.Image]]:

@@ -143,7 +143,7 @@ def read_labels_csv(csv_path: Path, root: Path, classes: ImageNetClasses) -> lis
     if not csv_path.is_file():
         raise ZooError(f"--labels {csv_path}: no such file")
     try:
-        with open(csv_path, newline="", encoding="utf-8") as f:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:  # Excel writes a BOM
             rows = list(csv.reader(f))
     except (UnicodeDecodeError, csv.Error) as e:
         raise ZooError(f"{csv_path}: not a readable CSV file ({first_line(e)})") from e
@@ -156,6 +156,9 @@ def read_labels_csv(csv_path: Path, root: Path, classes: ImageNetClasses) -> lis
         if len(row) != 2:
             raise ZooError(f"{csv_path}:{lineno}: expected 'path,label', got {len(row)} fields")
         rel, label = row[0].strip(), row[1].strip()
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise ZooError(f"{csv_path}:{lineno}: path '{rel}' points outside {root}; write "
+                           "paths relative to the image folder, without '..' or a leading '/'")
         path = root / rel
         if not path.is_file():
             raise ZooError(f"{csv_path}:{lineno}: no such image {path}")

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ import yaml
 from einops import rearrange
 from torch import Tensor
 
-from zoo.data import TensorData, build_datasets, normalize, resize_images, to_float
+from zoo.data import TensorData, build_datasets, normalize, open_rgb, resize_images, to_float
 from zoo.errors import ZooError, suggest
 from zoo.registry import build, discover, parse_spec
 
@@ -273,37 +272,12 @@ def spec_name(spec: Any) -> str:
 # Images
 
 
-def _rgb(im: Any) -> Any:
-    """Any PIL mode -> RGB; transparent pixels become white, as a viewer shows them."""
-    from PIL import Image
-
-    if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
-        rgba = im.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
-    return im.convert("RGB")
-
-
 def load_image(path: str | Path, size: int) -> Tensor:
-    """One image file as uint8 [3, size, size]: RGB, shorter side resized to `size`, centre
-    cropped (as FolderData reads images).
-
-    Files over PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS, about 89 megapixels,
-    far above any photo) are refused before they are decoded: PIL only warns below twice
-    that, and a few kilobytes of PNG can claim gigapixels. Anything unreadable is a ZooError
-    naming the file.
-    """
+    """One image file as uint8 [3, size, size]: RGB (zoo.data.open_rgb), shorter side
+    resized to `size`, centre cropped (as FolderData reads images)."""
     from PIL import Image, ImageOps
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im.draft("RGB", (size, size))  # JPEG: decode big photos at a reduced scale
-                img = _rgb(im)
-    except (OSError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ZooError(f"--image {path}: cannot read image ({msg})") from e
-    img = ImageOps.fit(img, (size, size), Image.BICUBIC)
+    img = ImageOps.fit(open_rgb(path, draft=size), (size, size), Image.BICUBIC)
     return torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous()
 
 
