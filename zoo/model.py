@@ -66,6 +66,9 @@ def resize_grid(table: Tensor, size: tuple[int, int]) -> Tensor:
     """
     if tuple(table.shape[:2]) == tuple(size):
         return table
+    if size[1] == 1 < size[0]:  # PyTorch's antialiased bicubic resize to width 1 repeats its
+        # first output row (torch 2.x, CPU); height 1 is fine, so resize the transpose
+        return resize_grid(table.transpose(0, 1), (1, size[0])).transpose(0, 1)
     t = rearrange(table.float(), "h w c -> 1 c h w")
     t = F.interpolate(t, size=size, mode="bicubic", align_corners=False, antialias=True)
     return rearrange(t, "1 c h w -> h w c").to(table.dtype)

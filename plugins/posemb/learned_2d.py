@@ -26,7 +26,8 @@ class LearnedPosEmb2d(nn.Module):
         self.col = nn.Parameter(torch.randn(grid_size[1], dim) * 0.02)
 
     def _grid(self, grid: tuple[int, int]) -> Tensor:
-        """[gh*gw, C] for any grid."""
+        """[gh*gw, C] for any grid: the resize of the full row + col grid, computed per table
+        (bicubic resizing is linear and separable, and each output's weights sum to 1)."""
         gh, gw = grid
         row = resize_grid(self.row[:, None], (gh, 1))  # [gh, 1, C]
         col = resize_grid(self.col[None], (1, gw))  # [1, gw, C]
