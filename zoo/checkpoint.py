@@ -18,18 +18,32 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from zoo.errors import ZooError
+from zoo.recipe import regular_stat
+from zoo.registry import clip
 
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
 STATE_FILE = "state.pt"
+# What the trainer's state.pt must hold (`load_state(path, TRAINING_STATE)`), so that a
+# malformed file is one line, not a KeyError deep in the trainer's restore.
+TRAINING_STATE: dict[str, Callable[[Any], bool]] = {
+    "step": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    "best_acc": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "optimizer": lambda v: isinstance(v, dict) and {"state", "param_groups"} <= v.keys(),
+    "scaler": lambda v: isinstance(v, dict),
+    "rng_cpu": lambda v: isinstance(v, torch.Tensor) and v.dtype == torch.uint8,
+    "rng_cuda": lambda v: isinstance(v, list),
+}
 
 
 def _fsync_dir(path: Path) -> None:
@@ -168,6 +182,7 @@ def resolve(path: str | Path) -> Path:
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
     """Weights from a safetensors file; a corrupt or truncated file is a one-line error."""
     try:
+        regular_stat(path)  # a FIFO would block the reader
         return load_file(str(path))
     except FileNotFoundError:
         raise ZooError(f"{path}: checkpoint file missing") from None
@@ -178,14 +193,47 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
         ) from e
 
 
-def load_state(path: Path) -> dict[str, Any]:
-    """Training state through `torch.load(weights_only=True)`: tensors and plain data only."""
+def load_state(path: Path, schema: dict[str, Callable[[Any], bool]] | None = None) -> dict[str, Any]:
+    """Training state through `torch.load(weights_only=True)`: tensors and plain data only.
+    A mapping whose keys pass `schema` (e.g. TRAINING_STATE), so a malformed file fails here
+    in one line rather than wherever its values are used."""
     if not path.exists():
         raise ZooError(f"{path}: training state missing; this checkpoint cannot be resumed")
+    regular_stat(path)  # a FIFO would block torch.load
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
         raise ZooError(
             f"{path}: corrupt or truncated training state ({type(e).__name__}); "
             "use another checkpoint of the run"
         ) from e
+    if not isinstance(state, dict):
+        raise ZooError(f"{path}: malformed training state (not a mapping); "
+                       "use another checkpoint of the run")
+    bad = next((k for k, ok in (schema or {}).items() if k not in state or not ok(state[k])), None)
+    if bad is not None:
+        raise ZooError(f"{path}: malformed training state ({bad}: missing or not what zoo "
+                       "saves); use another checkpoint of the run")
+    return state
+
+
+def load_model(module: nn.Module, path: Path, recipe: str | Path) -> None:
+    """Load the weights in `path` into `module`, built from `recipe`. Weights of another
+    shape (the recipe was edited, or they come from another run) fail naming the first
+    tensor that differs, instead of torch's error listing every one of them."""
+    weights = load_weights(path)
+    own = module.state_dict()
+    for name, tensor in own.items():
+        if name not in weights:
+            raise ZooError(f"{path}: no tensor {name}, which {recipe} builds; these weights "
+                           "are from another model: resume or evaluate with its own recipe")
+        if weights[name].shape != tensor.shape:
+            raise ZooError(
+                f"{path}: {name} has shape {list(weights[name].shape)} but {recipe} builds "
+                f"{list(tensor.shape)}; use the recipe these weights were trained with"
+            )
+    extra = sorted(weights.keys() - own.keys())
+    if extra:
+        raise ZooError(f"{path}: holds {len(extra)} tensors {recipe} does not build (first: "
+                       f"{clip(extra[0])}); use the recipe these weights were trained with")
+    module.load_state_dict(weights)

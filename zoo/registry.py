@@ -13,6 +13,7 @@ import importlib.resources
 import importlib.util
 import inspect
 import os
+import reprlib
 import sys
 import traceback
 from collections.abc import Callable, Iterable
@@ -31,6 +32,23 @@ CONTEXT: dict[str, tuple[str, ...]] = {
     "dataset": ("split", "img_size", "root"),
 }
 KINDS = tuple(CONTEXT)
+
+# A bounded look at a value: a YAML alias bomb is a few hundred bytes in memory but gigabytes
+# once printed, so an error message must never build the full repr of what it quotes.
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 4
+
+
+def clip(text: str, width: int = 80) -> str:
+    """`text` cut to `width` characters, so that an error stays one readable line."""
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def brief(value: object, width: int = 80) -> str:
+    """A repr of `value` for an error message, at most `width` characters, built from a
+    bounded look at it (reprlib), never by walking all of a huge or shared structure."""
+    return clip(_REPR.repr(value), width)
 
 
 @dataclass
@@ -98,7 +116,7 @@ class Registry:
             where = f"{path}: " if path else ""
             known = ", ".join(sorted(self.plugins)) or "none"
             raise ZooError(
-                f"{where}unknown {self.kind} '{name}'{suggest(name, self.plugins)}; "
+                f"{where}unknown {self.kind} '{clip(str(name))}'{suggest(name, self.plugins)}; "
                 f"available: {known}"
             )
         return self.plugins[name]
@@ -143,7 +161,7 @@ def parse_spec(spec: Any, path: str) -> tuple[str, dict[str, Any]]:
         if isinstance(name, str) and isinstance(params, dict):
             return name, dict(params)
     raise ZooError(
-        f"{path}: expected a plugin name or {{name: {{param: value}}}}, got {spec!r}"
+        f"{path}: expected a plugin name or {{name: {{param: value}}}}, got {brief(spec)}"
     )
 
 
@@ -153,11 +171,11 @@ def check_params(plugin: Plugin, params: dict[str, Any], path: str) -> None:
     for key, value in params.items():
         if key in CONTEXT[plugin.kind]:
             raise ZooError(
-                f"{path}.{key}: set by zoo for every {plugin.kind}, not by the recipe; remove it"
+                f"{path}.{clip(str(key))}: set by zoo for every {plugin.kind}, not by the recipe; remove it"
             )
         if key not in allowed and not plugin.accepts_any():
             raise ZooError(
-                f"{path}.{key}: unknown parameter of {plugin.kind} '{plugin.name}'"
+                f"{path}.{clip(str(key))}: unknown parameter of {plugin.kind} '{plugin.name}'"
                 f"{suggest(key, allowed)}; parameters: {', '.join(allowed) or 'none'}"
             )
         if key in allowed:
@@ -174,9 +192,9 @@ def _check_type(param: inspect.Parameter, value: Any, path: str) -> None:
     if ann is float and isinstance(value, int) and not isinstance(value, bool):
         return
     if ann in (int, float, str) and (not isinstance(value, ann) or isinstance(value, bool)):
-        raise ZooError(f"{path}: expected {ann.__name__}, got {value!r}")
+        raise ZooError(f"{path}: expected {ann.__name__}, got {brief(value)}")
     if ann is bool and not isinstance(value, bool):
-        raise ZooError(f"{path}: expected true or false, got {value!r}")
+        raise ZooError(f"{path}: expected true or false, got {brief(value)}")
 
 
 def build(kind: str, spec: Any, *, path: str | None = None, **context: Any) -> Any:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooError
-from zoo.recipe import Recipe, load_recipe
+from zoo.recipe import Recipe, check_name, load_recipe
 
 RECIPE_FILE = "recipe.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -65,7 +65,10 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def new_run_dir(recipe: Recipe, out: str | Path | None = None) -> Path:
-    """`out` exactly, or `<log.dir>/<name>/<timestamp>` (suffixed if taken)."""
+    """`out` exactly, or `<log.dir>/<name>/<timestamp>` (suffixed if taken).
+
+    The name is checked again here (a Recipe built in Python skips from_dict), so that no
+    run lands outside log.dir."""
     if out is not None:
         run = Path(out)
         if (run / RECIPE_FILE).exists():
@@ -74,6 +77,7 @@ def new_run_dir(recipe: Recipe, out: str | Path | None = None) -> Path:
                 f"`zoo run --resume {run}` or choose another folder"
             )
     else:
+        check_name(recipe.name, "recipe")
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run = Path(recipe.log.dir) / recipe.name / stamp
         n = 1
