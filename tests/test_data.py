@@ -108,11 +108,15 @@ def test_cifar10_reads_the_real_format(tmp_path):
     assert torch.equal(cifar(tmp_path, val_size=10)["val"].images, val.images)
 
 
-def test_cifar10_val_size_zero_trains_on_everything_and_validates_on_test(tmp_path):
+def test_cifar10_trains_on_every_training_image_by_default_and_has_no_val(tmp_path):
+    """Published results train on all 50k; a val split exists only when asked for."""
     write_cifar10(tmp_path)
-    data = cifar(tmp_path, val_size=0)
-    assert len(data["train"]) == 100
-    assert torch.equal(data["val"].images, data["test"].images)
+    splits = build_datasets({"cifar10": {"download": False}}, ["train", "test"], img_size=32,
+                            root=str(tmp_path))
+    assert (len(splits["train"]), len(splits["test"])) == (100, 20)
+    with pytest.raises(ZooError, match=r"no val split.*eval_splits=\[test\]") as e:
+        build_datasets({"cifar10": {"download": False}}, ["val"], img_size=32, root=str(tmp_path))
+    assert "\n" not in str(e.value)
 
 
 def test_cifar10_resizes_to_img_size(tmp_path):
@@ -402,3 +406,29 @@ def test_unreadable_image_names_the_file_in_one_line(tmp_path):
     with pytest.raises(ZooError) as e:
         list(loader.epoch(0))
     assert "\n" not in str(e.value) and "broken.png: cannot read image" in str(e.value)
+
+
+def test_repeated_augmentation_gives_every_image_its_repeats_in_one_epoch():
+    """data.repeats: each image `repeats` times per epoch, copies side by side (one batch
+    on one process), the order still a pure function of (seed, epoch), evaluation untouched."""
+    data = toy(40)
+    loader = make_loader(data, batch_size=10, device="cpu", train=True, seed=3, repeats=3)
+    assert len(loader) == 12  # 3 x 40 samples
+    seen = sum(labels_of(loader.epoch(0)), [])
+    assert sorted(seen) == sorted(list(range(40)) * 3)
+    assert all(seen[i] == seen[i + 1] == seen[i + 2] for i in range(0, 120, 3))
+    assert labels_of(loader.epoch(0, start_step=5)) == labels_of(loader.epoch(0))[5:]
+    assert labels_of(loader.epoch(1)) != labels_of(loader.epoch(0))
+    val = make_loader(data, batch_size=10, device="cpu", train=False, repeats=3)
+    assert sorted(sum(labels_of(val.epoch(0)), [])) == list(range(40))
+
+
+def test_repeated_augmentation_keeps_ddp_ranks_disjoint():
+    """Across 2 ranks, each of the repeated samples goes to exactly one rank: together they
+    see every image 3 times, and every rank takes the same number of steps."""
+    data = toy(40)
+    shards = [sum(labels_of(make_loader(data, batch_size=5, device="cpu", train=True, seed=3,
+                                        rank=r, world_size=2, repeats=3).epoch(2)), [])
+              for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) == 60
+    assert sorted(shards[0] + shards[1]) == sorted(list(range(40)) * 3)

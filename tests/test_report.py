@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from zoo.cli import cli
 from zoo.errors import ZooError
 from zoo.recipe import Recipe
-from zoo.report import PLOTS, find_runs, report, write_report
+from zoo.report import find_runs, plot_titles, report, write_report
 
 cli.add_command(report)
 
@@ -51,8 +51,8 @@ def sweep_dir(tmp_path):
 
 def test_report_table_csv_and_plots(sweep_dir):
     files = write_report([sweep_dir], sweep_dir)
-    assert {f.name for f in files} == {"report.md", "report.csv", *PLOTS}
-    for name in PLOTS:
+    assert {f.name for f in files} == {"report.md", "report.csv", *plot_titles("val")}
+    for name in plot_titles("val"):
         assert (sweep_dir / name).read_bytes().startswith(b"\x89PNG")
 
     rows = list(csv.DictReader((sweep_dir / "report.csv").open()))
@@ -70,6 +70,28 @@ def test_report_table_csv_and_plots(sweep_dir):
     assert "| patch_size=2 | 2 | finished | 3 | 2.0k | 70.00 | 65.00 | 64.00 | 200 | 15 | CPU (2 cores) |" in md
     assert "| patch_size=16 | 16 | incomplete | 1 | - | 40.00 | 40.00 | - | 1600 | 5 | CPU (2 cores) |" in md
     assert "![validation accuracy per epoch](val_acc.png)" in md
+
+
+def test_runs_that_report_the_test_set_are_reported_on_it(tmp_path):
+    """CIFAR recipes evaluate only the test set while training: no best val column, the
+    final test accuracy, and the plots of test accuracy."""
+    root = tmp_path / "runs"
+    run = root / "a"
+    make_run(run, 4, [0.5, 0.7], finished=True)
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()[:-1]]
+    for m in metrics:
+        m["test_acc"], m["test_loss"] = m.pop("val_acc"), m.pop("val_loss")
+    (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    summary = json.loads((run / "summary.json").read_text())
+    summary.update(best_val_acc=None, final_test_acc=0.7)
+    del summary["final_val_acc"]
+    (run / "summary.json").write_text(json.dumps(summary))
+    files = write_report([root], root)
+    assert {f.name for f in files} == {"report.md", "report.csv", "test_acc.png",
+                                       "acc_vs_params.png", "acc_vs_throughput.png"}
+    rows = list(csv.DictReader((root / "report.csv").open()))
+    assert "best_val_acc" not in rows[0] and rows[0]["final_test_acc"] == "0.7"
+    assert "![test accuracy per epoch](test_acc.png)" in (root / "report.md").read_text()
 
 
 def test_runs_are_found_at_any_depth_and_labelled_by_their_path(tmp_path, sweep_dir):

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from zoo import checkpoint
 from zoo.cli import cli
+from zoo.rundir import read_jsonl
 
 RECIPE = """
 name: robust
@@ -197,6 +198,18 @@ def test_corrupt_checkpoint_is_one_line_on_resume(reference, tmp_path, how, whic
     assert which in err and ("corrupt" in err or "truncated" in err)
 
 
+def test_resume_with_an_edited_recipe_is_one_line(reference, tmp_path):
+    """Weights of another shape: the first tensor that does not fit is named, exit 2."""
+    run = tmp_path / "run"
+    subprocess.run(["cp", "-a", str(reference), str(run)], check=True)
+    text = (run / "recipe.yaml").read_text()
+    assert "dim: 32" in text
+    (run / "recipe.yaml").write_text(text.replace("dim: 32", "dim: 48"))
+    code, _, err = finish(zoo("run", "--resume", str(run)))
+    assert code == 2 and err.strip().count("\n") == 0 and "Traceback" not in err
+    assert "shape" in err and "recipe.yaml" in err
+
+
 def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
     result = CliRunner().invoke(cli, ["run", "--resume", str(tmp_path)])
     assert result.exit_code == 2
@@ -212,9 +225,21 @@ def test_zoo_eval_on_a_run(reference):
     assert len(report["per_class_acc"]) == 10
     assert sum(map(sum, report["confusion"])) == 256
     assert (reference / "figures" / "confusion_test.png").stat().st_size > 1000
+    last = (reference / "checkpoints" / "last").resolve()
+    assert f"checkpoint: {last}" in result.output and report["checkpoint"] == str(last)
     # A checkpoint folder works as well as the run dir, and agrees.
     again = CliRunner().invoke(cli, ["eval", str(reference / "checkpoints" / "best")])
     assert again.exit_code == 0, again.output
+    # The value: evaluating the last checkpoint on val gives the run's own final val acc
+    # (EMA weights both times, same images, CPU arithmetic is deterministic).
+    val = CliRunner().invoke(cli, ["eval", str(reference), "--split", "val"])
+    summary = json.loads((reference / "summary.json").read_text())
+    assert json.loads((reference / "eval_val.json").read_text())["acc"] == pytest.approx(
+        summary["final_val_acc"], abs=1e-9), val.output
+    best = CliRunner().invoke(cli, ["eval", str(reference), "--split", "val", "--checkpoint", "best"])
+    assert f"checkpoint: {(reference / 'checkpoints' / 'best').resolve()}" in best.output
+    assert json.loads((reference / "eval_val.json").read_text())["acc"] == pytest.approx(
+        summary["best_val_acc"], abs=1e-9)
 
 
 def test_zoo_eval_corrupt_weights_is_one_line(reference, tmp_path):
@@ -242,3 +267,72 @@ def test_ddp_two_processes_gloo_then_resume_in_one(tmp_path):
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["steps"] == 48
+
+
+# --------------------------------------------------------------------------- signals at epoch ends
+
+
+def stop_at(trainer, step: int) -> None:
+    """A signal arrives during step `step` (1-based): the trainer stops right after it."""
+    from zoo import trainer as trainer_module
+
+    real = trainer_module.Trainer._stop_requested
+
+    def stop(self) -> bool:
+        if self.step == step:
+            self._signal = signal.SIGINT
+        return real(self)
+
+    trainer._stop_requested = stop.__get__(trainer)
+
+
+def trainer_for(tmp_path: Path, epochs: int):
+    from zoo.recipe import load_recipe
+    from zoo.registry import discover
+    from zoo.trainer import Trainer
+
+    discover()
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    r = load_recipe(recipe(tmp_path, epochs), ["train.eval_every=1", "log.tensorboard=false"])
+    return Trainer(r, run), run
+
+
+@pytest.mark.parametrize("where", ["epoch_end", "final_step"])
+def test_a_signal_on_an_epochs_last_step_still_gets_that_epoch_evaluated(tmp_path, where):
+    """The epoch's evaluation is owed to the resumed run, with the train metrics of all its
+    steps; at the final step the resumed run still ends with its accuracy, not null."""
+    from zoo.trainer import Interrupted
+
+    t, run = trainer_for(tmp_path, epochs=2)
+    spe = t.steps_per_epoch
+    at = spe if where == "epoch_end" else 2 * spe
+    stop_at(t, at)
+    with pytest.raises(Interrupted):
+        t.fit()
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert [r["step"] for r in rows] == ([] if at == spe else [spe])
+    saved = checkpoint.load_state(run / "checkpoints" / "last" / checkpoint.STATE_FILE)
+    assert saved["step"] == at and saved["closed_step"] == at - spe
+
+    resumed, _ = trainer_for(tmp_path, epochs=2)
+    resumed.restore(run)
+    summary = resumed.fit()
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [spe, 2 * spe]
+    assert all(r["steps"] == spe for r in rows)  # the interrupted epoch counts all its steps
+    assert summary["final_val_acc"] == rows[-1]["val_acc"] is not None
+    assert summary["wall_time"] >= saved["train_seconds"]  # earlier segments included
+
+
+def test_resuming_a_finished_run_changes_nothing(tmp_path, capsys):
+    from zoo.trainer import fit
+
+    t, run = trainer_for(tmp_path, epochs=1)
+    first = t.fit()
+    (run / "summary.json").write_text(json.dumps(first))
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    again = fit(t.recipe, run, resume=True)
+    assert "finished already" in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert again["final_val_acc"] == first["final_val_acc"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -127,7 +128,7 @@ def test_diffvit_p2_dry_run_and_steps_on_cifar_format(tmp_path, cifar_root):
             "--set", "log.progress=false", "--set", "train.amp=none"]
     dry = CliRunner().invoke(cli, ["run", recipe, "--dry-run", *sets])
     assert dry.exit_code == 0, dry.output
-    assert "256 train / 64 val images" in dry.output and "diff" in dry.output
+    assert "256 train / 64 test images (x3 per epoch)" in dry.output and "diff" in dry.output
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, ["run", recipe, *sets, "--out", str(out),
                                       "--set", "train.max_steps=2", "--set", "data.batch_size=16",
@@ -136,11 +137,87 @@ def test_diffvit_p2_dry_run_and_steps_on_cifar_format(tmp_path, cifar_root):
     assert json.loads((out / "summary.json").read_text())["steps"] == 2
 
 
-@pytest.mark.parametrize("name", ["vit_p2", "vit_p4", "vit_p8", "diffvit_p2", "diffvit_p4",
-                                  "vit_p4_fast", "diffvit_p4_fast", "quickstart"])
+def test_cifar_recipes_train_on_all_50k_and_report_the_test_set(tmp_path):
+    """The published protocol, on CIFAR-10's real file layout at its real size."""
+    root = tmp_path / "cifar"
+    write_cifar10(root, n=10_000)  # five batches of 10,000 and a test batch of 10,000
+    dry = CliRunner().invoke(cli, ["run", str(ROOT / "recipes" / "vit_p4.yaml"), "--dry-run",
+                                   "--set", f"data.root={root}",
+                                   "--set", "data.dataset={cifar10: {download: false}}"])
+    assert dry.exit_code == 0, dry.output
+    assert "data:       50000 train / 10000 test images (x3 per epoch)" in dry.output
+
+
+def test_a_run_that_reports_test_logs_test_accuracy_and_picks_no_best_by_it(tmp_path, cifar_root):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, [
+        "run", str(ROOT / "recipes" / "vit_p4.yaml"), "--out", str(out),
+        "--set", f"data.root={cifar_root}", "--set", "data.dataset={cifar10: {download: false}}",
+        "--set", "log.progress=false", "--set", "train.amp=none", "--set", "train.max_steps=2",
+        "--set", "data.batch_size=16", "--set", "data.repeats=1", "--set", "model.depth=2"])
+    assert result.exit_code == 0, result.output
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {"test_acc", "test_loss"} <= set(metrics[-1]) and "val_acc" not in metrics[-1]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final_test_acc"] == metrics[-1]["test_acc"] and summary["best_val_acc"] is None
+    assert (out / "checkpoints" / "last").exists() and not (out / "checkpoints" / "best").exists()
+    assert f"final test acc {summary['final_test_acc']:.4f}" in result.output
+    # one line per evaluation (the progress bar is off), then what to do next
+    assert f"epoch 1/100  train loss {metrics[-1]['train_loss']:.3f}" in result.output
+    assert f"test acc {metrics[-1]['test_acc']:.4f}" in result.output
+    assert f"run: {out}" in result.output and f"  zoo viz {out}" in result.output
+    tags = EventAccumulator(str(out)).Reload().Tags()["scalars"]
+    assert "test/acc" in tags and "val/acc" not in tags
+
+
+def test_a_run_keeps_its_data_stats_so_images_need_no_dataset(tmp_path, cifar_root):
+    """data.json holds classes, mean and std: `zoo viz --image` works with the dataset gone,
+    and a damaged data.json is a one-line error, not a silent wrong normalisation."""
+    import shutil
+
+    from PIL import Image
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, [
+        "run", str(ROOT / "recipes" / "vit_p8.yaml"), "--out", str(out),
+        "--set", f"data.root={cifar_root}", "--set", "data.dataset={cifar10: {download: false}}",
+        "--set", "log.progress=false", "--set", "train.amp=none", "--set", "train.max_steps=1",
+        "--set", "data.batch_size=16", "--set", "data.repeats=1", "--set", "model.depth=1"])
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "data.json").read_text())
+    assert info["mean"] == [0.4914, 0.4822, 0.4465] and info["std"] == [0.2470, 0.2435, 0.2616]
+    assert info["classes"][:2] == ["airplane", "automobile"]
+    shutil.rmtree(cifar_root)
+    Image.new("RGB", (40, 30), "red").save(tmp_path / "red.png")
+    args = ["viz", str(out), "--image", str(tmp_path / "red.png"), "--visualizer", "rollout",
+            "--out", str(tmp_path / "figs")]
+    shown = CliRunner().invoke(cli, args)
+    assert shown.exit_code == 0, shown.output
+    assert (tmp_path / "figs" / "rollout.png").is_file()
+    (out / "data.json").write_text('{"classes": [], "mean": [0.5]}')
+    broken = CliRunner().invoke(cli, args)
+    assert broken.exit_code == 2 and "data.json: not a valid data.json" in broken.output
+
+
+@pytest.mark.parametrize("name", ["vit_lee", "vit_lite_7_4", "vit_p2", "vit_p4", "vit_p8",
+                                  "diffvit_p2", "diffvit_p4", "vit_p4_fast", "diffvit_p4_fast",
+                                  "quickstart"])
 def test_shipped_recipes_resolve(name):
     result = CliRunner().invoke(cli, ["show", str(ROOT / "recipes" / f"{name}.yaml")])
     assert result.exit_code == 0, result.output
+
+
+def test_every_cifar_recipe_names_its_source_and_number():
+    """A CIFAR-10 recipe says which paper it follows and what it should reproduce (or that
+    nothing was published for it)."""
+    from zoo.recipe import load_recipe
+
+    for path in sorted((ROOT / "recipes").glob("*.yaml")):
+        if "cifar10" not in str(load_recipe(path).data.dataset):
+            continue
+        header = "".join(line for line in path.read_text().splitlines(True) if line.startswith("#"))
+        assert re.search(r"Lee et al\.|Hassani et al\.", header), path.name
+        assert re.search(r"\d\d\.\d\d%|no published|not a reproduction", header), path.name
 
 
 def test_num_classes_mismatch_is_one_line(tmp_path):

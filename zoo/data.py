@@ -28,6 +28,7 @@ from zoo.errors import ZooError, first_line
 from zoo.registry import build
 
 SPLITS = ("train", "val", "test")
+DATA_FILE = "data.json"  # in a run dir: the classes and normalisation the model trained with
 Batch = tuple[Tensor, Tensor]  # uint8 images [B, C, H, W], int64 labels [B], on the device
 
 # The most pixels an image file may claim: PIL's own decompression-bomb threshold
@@ -167,19 +168,24 @@ def build_datasets(spec: Any, splits: Sequence[str], img_size: int, root: str,
 
 
 def epoch_order(n: int, *, epoch: int, seed: int, shuffle: bool, rank: int = 0,
-                world_size: int = 1, batch_size: int = 1, drop_last: bool = False) -> Tensor:
+                world_size: int = 1, batch_size: int = 1, drop_last: bool = False,
+                repeats: int = 1) -> Tensor:
     """This rank's sample indices for one epoch (CPU int64): a pure function of its args.
 
     Every rank draws the same permutation and takes every world_size-th index from `rank`.
     With drop_last each rank gets the same number of whole batches (DDP steps in lockstep);
     without it the shards are disjoint and together cover all n samples exactly once.
+    `repeats` > 1 is repeated augmentation (Hoffer et al. 2020; DeiT's RASampler): each index
+    appears that many times in a row, so its copies, augmented independently, fall into one
+    batch or, under DDP, onto neighbouring ranks; the epoch is `repeats` times longer.
     """
     if shuffle:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
     else:
         order = torch.arange(n)
+    order = order.repeat_interleave(repeats)
     if drop_last:
-        order = order[: n - n % world_size]
+        order = order[: len(order) - len(order) % world_size]
     order = order[rank::world_size]
     if drop_last:
         order = order[: len(order) - len(order) % batch_size]
@@ -190,18 +196,19 @@ class _Loader:
     """What both loaders share: the epoch order and its length in steps."""
 
     def __init__(self, n: int, batch_size: int, device: torch.device | str, *, shuffle: bool,
-                 drop_last: bool, seed: int, rank: int, world_size: int):
+                 drop_last: bool, seed: int, rank: int, world_size: int, repeats: int = 1):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
         self.n, self.batch_size, self.device = n, batch_size, torch.device(device)
-        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
+        self.shuffle, self.drop_last, self.seed, self.repeats = shuffle, drop_last, seed, repeats
         self.rank, self.world_size = rank, world_size
         self.num_samples = len(self._order(0))  # this rank's samples per epoch
 
     def _order(self, epoch: int) -> Tensor:
         return epoch_order(self.n, epoch=epoch, seed=self.seed, shuffle=self.shuffle,
                            rank=self.rank, world_size=self.world_size,
-                           batch_size=self.batch_size, drop_last=self.drop_last)
+                           batch_size=self.batch_size, drop_last=self.drop_last,
+                           repeats=self.repeats)
 
     def order(self, epoch: int, start_step: int = 0) -> Tensor:
         """Indices this rank reads in `epoch`, from batch `start_step` on."""
@@ -224,9 +231,9 @@ class DeviceLoader(_Loader):
 
     def __init__(self, data: TensorData, batch_size: int, device: torch.device | str, *,
                  shuffle: bool, drop_last: bool, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, on_device: bool = True):
+                 world_size: int = 1, on_device: bool = True, repeats: int = 1):
         super().__init__(len(data), batch_size, device, shuffle=shuffle, drop_last=drop_last,
-                         seed=seed, rank=rank, world_size=world_size)
+                         seed=seed, rank=rank, world_size=world_size, repeats=repeats)
         self.data = data
         store = self.device if on_device else torch.device("cpu")
         self.images = data.images.to(store)
@@ -264,9 +271,9 @@ class MapLoader(_Loader):
 
     def __init__(self, data: Dataset, batch_size: int, device: torch.device | str, *,
                  shuffle: bool, drop_last: bool, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, num_workers: int = 2):
+                 world_size: int = 1, num_workers: int = 2, repeats: int = 1):
         super().__init__(len(data), batch_size, device, shuffle=shuffle, drop_last=drop_last,
-                         seed=seed, rank=rank, world_size=world_size)
+                         seed=seed, rank=rank, world_size=world_size, repeats=repeats)
         self.data = data
         self.sampler = _OrderSampler()
         self.loader = DataLoader(
@@ -289,9 +296,12 @@ class MapLoader(_Loader):
 
 def make_loader(data: TensorData | Dataset, *, batch_size: int, device: torch.device | str,
                 train: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
-                num_workers: int = 2, on_device: bool = True) -> DeviceLoader | MapLoader:
-    """The loader for one split: training shuffles and drops the last partial batch."""
-    kw = dict(shuffle=train, drop_last=train, seed=seed, rank=rank, world_size=world_size)
+                num_workers: int = 2, on_device: bool = True,
+                repeats: int = 1) -> DeviceLoader | MapLoader:
+    """The loader for one split: training shuffles and drops the last partial batch, and
+    may repeat each image `repeats` times per epoch (repeated augmentation)."""
+    kw = dict(shuffle=train, drop_last=train, seed=seed, rank=rank, world_size=world_size,
+              repeats=repeats if train else 1)
     if isinstance(data, TensorData):
         return DeviceLoader(data, batch_size, device, on_device=on_device, **kw)
     return MapLoader(data, batch_size, device, num_workers=num_workers, **kw)
@@ -335,6 +345,13 @@ class Augment:
 
     def __repr__(self) -> str:
         return f"Augment({', '.join(self.names)})"
+
+
+def describe(dataset: TensorData | FolderData) -> dict[str, Any]:
+    """What a trained model needs to know of its training data, without the data: class
+    names and the mean/std its inputs were normalised with (a run keeps it in DATA_FILE)."""
+    return {"classes": list(dataset.classes), "mean": list(dataset.mean),
+            "std": list(dataset.std)}
 
 
 def build_augment(specs: Sequence[Any], num_classes: int, img_size: int,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,31 @@ def run_of(ckpt: Path) -> Path:
     raise ZooError(f"{ckpt}: no {RECIPE_FILE} found above this checkpoint; evaluate a run dir")
 
 
+def pick_checkpoint(source: str | Path, which: str = "last") -> Path:
+    """The checkpoint folder of `source`: for a run dir, its `last` or `best` link (or a
+    checkpoint PATH given as `which`); otherwise `source` itself names a checkpoint."""
+    if which not in ("last", "best"):
+        return checkpoint.resolve(which)
+    link = Path(source) / "checkpoints" / which
+    if (Path(source) / RECIPE_FILE).exists() and which == "best" and not link.exists():
+        raise ZooError(f"{source}: no best checkpoint (runs that report the test set keep only "
+                       "last; best follows val accuracy); use --checkpoint last")
+    return checkpoint.resolve(link if link.exists() else source)
+
+
 def load_trained(
-    source: str | Path, overrides: list[str] | None = None
+    source: str | Path, overrides: list[str] | None = None, which: str = "last"
 ) -> tuple[ViT, Recipe, Path]:
     """Model (EMA weights when the run kept them), its recipe, and its run dir."""
-    ckpt = checkpoint.resolve(source)
+    model, recipe, run, _ = load_checkpoint(source, overrides, which)
+    return model, recipe, run
+
+
+def load_checkpoint(
+    source: str | Path, overrides: list[str] | None = None, which: str = "last"
+) -> tuple[ViT, Recipe, Path, Path]:
+    """load_trained, and the checkpoint folder it read (a step-XXXXXXXX folder)."""
+    ckpt = pick_checkpoint(source, which)
     run = run_of(ckpt)
     recipe_path = run / RECIPE_FILE
     recipe = load_recipe(recipe_path, overrides)
@@ -42,12 +63,36 @@ def load_trained(
         model.load_state_dict(weights)
     except RuntimeError as e:
         raise ZooError(f"{ckpt}: weights do not fit the run's recipe ({str(e).splitlines()[0]})") from e
-    return model.eval(), recipe, run
+    return model.eval(), recipe, run, ckpt.resolve()
+
+
+def trained_on(run: Path, recipe: Recipe) -> dict[str, Any]:
+    """Class names and normalisation of the run's training data (data.describe): from the
+    run's DATA_FILE, so that images need no dataset on disk; runs made before it existed
+    read their training split instead."""
+    path = run / data.DATA_FILE
+    if not path.exists():
+        train = data.build_datasets(recipe.data.dataset, ["train"], recipe.model.img_size,
+                                    recipe.data.root)["train"]
+        return data.describe(train)
+    try:
+        info = json.loads(path.read_text())
+        ok = (isinstance(info, dict) and all(isinstance(info.get(k), list) for k in
+                                             ("classes", "mean", "std"))
+              and len(info["mean"]) == len(info["std"]) == recipe.model.in_chans
+              and all(isinstance(v, int | float) for v in info["mean"] + info["std"]))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        ok = False
+    if not ok:
+        raise ZooError(f"{path}: not a valid {data.DATA_FILE} (classes, mean, std); delete it "
+                       "and the run's training data will be read instead")
+    return info
 
 
 @torch.no_grad()
-def confusion(model: ViT, dataset: Any, recipe: Recipe, device: torch.device) -> torch.Tensor:
-    """[true, predicted] counts over a whole split."""
+def confusion(model: ViT, dataset: Any, recipe: Recipe, device: torch.device,
+              mean: Any, std: Any) -> torch.Tensor:
+    """[true, predicted] counts over a whole split, inputs normalised as in training."""
     n = len(dataset.classes)
     loader = data.make_loader(
         dataset, batch_size=recipe.data.eval_batch_size, device=device, train=False,
@@ -55,7 +100,7 @@ def confusion(model: ViT, dataset: Any, recipe: Recipe, device: torch.device) ->
     )
     counts = torch.zeros(n * n, dtype=torch.long, device=device)
     for images, labels in loader.epoch(0, 0):
-        pred = model(data.normalize(data.to_float(images), dataset.mean, dataset.std)).argmax(-1)
+        pred = model(data.normalize(data.to_float(images), mean, std)).argmax(-1)
         counts += torch.bincount(labels * n + pred, minlength=n * n)
     return counts.view(n, n).cpu()
 
@@ -90,7 +135,7 @@ def plot_confusion(cm: torch.Tensor, classes: list[str], title: str, path: Path)
 
 def evaluate(
     source: str | Path, split: str = "test", dataset: str | None = None,
-    overrides: list[str] | None = None, device: str = "auto",
+    overrides: list[str] | None = None, device: str = "auto", which: str = "last",
 ) -> dict[str, Any]:
     """Evaluate a run or checkpoint on `split`; write eval_<split>.json and a figure."""
     overrides = list(overrides or [])
@@ -100,19 +145,21 @@ def evaluate(
         except yaml.YAMLError as e:
             raise ZooError(f"--data {dataset}: not a dataset name or YAML mapping") from e
         overrides.append(f"data.dataset={yaml.safe_dump(spec, default_flow_style=True).strip()}")
-    model, recipe, run = load_trained(source, overrides)
+    model, recipe, run, ckpt = load_checkpoint(source, overrides, which)
     dev = pick_device(device, Dist())
     ds = data.build_datasets(recipe.data.dataset, [split], recipe.model.img_size, recipe.data.root)[split]
     if len(ds.classes) != recipe.model.num_classes:
         raise ZooError(
             f"--data: the dataset has {len(ds.classes)} classes, the model {recipe.model.num_classes}"
         )
-    cm = confusion(model.to(dev), ds, recipe, dev)
+    stats = trained_on(run, recipe)  # as it trained, also on --data of other statistics
+    cm = confusion(model.to(dev), ds, recipe, dev, tuple(stats["mean"]), tuple(stats["std"]))
     per_class = (cm.diag().float() / cm.sum(1).clamp(min=1)).tolist()
     result = {
         "split": split,
         "dataset": recipe.data.dataset,
         "source": str(source),
+        "checkpoint": str(ckpt),
         "images": int(cm.sum()),
         "acc": float(cm.diag().sum() / cm.sum().clamp(min=1)),
         "per_class_acc": dict(zip(ds.classes, per_class, strict=True)),

@@ -158,8 +158,10 @@ class ViT(nn.Module):
             num_prefix_tokens=self.num_prefix_tokens,
         )
         self.pos_drop = nn.Dropout(cfg.dropout)
-        # stochastic depth: linearly from 0 at the first block to drop_path at the last (DeiT)
-        rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
+        # stochastic depth: linearly from 0 at the first block to drop_path at the last (DeiT),
+        # or drop_path in every block (Lee et al. 2021)
+        rates = (torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
+                 if cfg.drop_path_schedule == "linear" else [cfg.drop_path] * cfg.depth)
         self.blocks = nn.ModuleList(Block(cfg, i + 1, rates[i]) for i in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.dim, eps=LN_EPS)
         self.head = nn.Linear(cfg.dim, cfg.num_classes) if cfg.num_classes else nn.Identity()

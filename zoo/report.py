@@ -2,8 +2,9 @@
 
 Reads each run's recipe.yaml, metrics.jsonl, summary.json, eval_*.json and env.json, and
 writes report.md (a table over the recipe keys that differ between the runs), report.csv
-and three plots: validation accuracy per epoch, accuracy vs parameters, accuracy vs
-throughput. Nothing is recomputed: every number is one the run measured itself.
+and three plots: accuracy per epoch, accuracy vs parameters, accuracy vs throughput, on the
+split the runs evaluated while training (val, or test for runs that report the test set as
+papers do). Nothing is recomputed: every number is one the run measured itself.
 """
 
 from __future__ import annotations
@@ -24,11 +25,17 @@ from zoo.recipe import read_yaml
 from zoo.rundir import METRICS_FILE, RECIPE_FILE, SUMMARY_FILE, atomic_write, read_jsonl
 from zoo.sweep import flatten, yaml_value
 
-PLOTS = {
-    "val_acc.png": "validation accuracy per epoch",
-    "acc_vs_params.png": "final validation accuracy vs parameters",
-    "acc_vs_throughput.png": "final validation accuracy vs training throughput",
-}
+SPLIT_NAMES = {"val": "validation", "test": "test"}
+
+
+def plot_titles(split: str) -> dict[str, str]:
+    """File name -> title of the three plots, for the split the runs evaluated."""
+    name = SPLIT_NAMES[split]
+    return {
+        f"{split}_acc.png": f"{name} accuracy per epoch",
+        "acc_vs_params.png": f"final {name} accuracy vs parameters",
+        "acc_vs_throughput.png": f"final {name} accuracy vs training throughput",
+    }
 
 
 @dataclass
@@ -45,10 +52,16 @@ class Run:
     def finished(self) -> bool:
         return self.summary.get("status") == "finished"
 
-    def final_acc(self) -> float | None:
+    def final_acc(self, split: str) -> float | None:
         if self.finished:
-            return self.summary.get("final_val_acc")
-        return self.metrics[-1].get("val_acc") if self.metrics else None
+            return self.summary.get(f"final_{split}_acc")
+        return self.metrics[-1].get(f"{split}_acc") if self.metrics else None
+
+
+def logged_splits(runs: list[Run]) -> list[str]:
+    """The splits the runs evaluated while training, val first; the first one is plotted."""
+    found = {k.removesuffix("_acc") for r in runs for m in r.metrics for k in m}
+    return [s for s in SPLIT_NAMES if s in found] or ["val"]
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -86,7 +99,8 @@ def find_runs(roots: list[Path]) -> list[Run]:
         evals = {f.stem.removeprefix("eval_"): _read_json(f) for f in sorted(p.glob("eval_*.json"))}
         runs.append(Run(
             path=p, label=label, recipe=flatten(read_yaml(p / RECIPE_FILE)),
-            metrics=[r for r in read_jsonl(p / METRICS_FILE) if "val_acc" in r],
+            metrics=[r for r in read_jsonl(p / METRICS_FILE)
+                     if any(f"{s}_acc" in r for s in SPLIT_NAMES)],
             summary=_read_json(p / SUMMARY_FILE), evals=evals, env=_read_json(p / "env.json"),
         ))
     return runs
@@ -107,13 +121,16 @@ def device(env: dict[str, Any]) -> str:
 def table(runs: list[Run]) -> tuple[list[str], list[dict[str, Any]]]:
     """Columns and one row per run, raw values (the CSV); report.md formats them."""
     keys = varied_keys(runs)
+    logged = logged_splits(runs)
+    best = ["best_val_acc"] if "val" in logged else []
     splits = sorted({s for r in runs for s in r.evals})
-    columns = ["run", *keys, "status", "epochs", "params", "best_val_acc", "final_val_acc",
-               *(f"{s}_acc" for s in splits), "img_per_s", "wall_time", "device"]
+    columns = ["run", *keys, "status", "epochs", "params", *best,
+               *(f"final_{s}_acc" for s in logged), *(f"{s}_acc" for s in splits),
+               "img_per_s", "wall_time", "device"]
     rows = []
     for r in runs:
         last = r.metrics[-1] if r.metrics else {}
-        accs = [m["val_acc"] for m in r.metrics]
+        accs = [m["val_acc"] for m in r.metrics if "val_acc" in m]
         s = r.summary if r.finished else {}
         rows.append({
             "run": r.label,
@@ -121,8 +138,8 @@ def table(runs: list[Run]) -> tuple[list[str], list[dict[str, Any]]]:
             "status": "finished" if r.finished else "incomplete",
             "epochs": s.get("epochs", last.get("epoch")),
             "params": s.get("params"),
-            "best_val_acc": s.get("best_val_acc", max(accs) if accs else None),
-            "final_val_acc": r.final_acc(),
+            **({"best_val_acc": s.get("best_val_acc", max(accs) if accs else None)} if best else {}),
+            **{f"final_{sp}_acc": r.final_acc(sp) for sp in logged},
             **{f"{sp}_acc": r.evals.get(sp, {}).get("acc") for sp in splits},
             "img_per_s": s.get("img_per_s", last.get("img_per_s")),
             "wall_time": s.get("wall_time", last.get("time")),
@@ -148,11 +165,13 @@ def _fmt(column: str, value: Any) -> str:
 
 HEADERS = {
     "best_val_acc": "best val acc %", "final_val_acc": "final val acc %",
+    "final_test_acc": "final test acc %",
     "img_per_s": "train img/s", "wall_time": "wall s",
 }
 
 
-def markdown(title: str, columns: list[str], rows: list[dict[str, Any]]) -> str:
+def markdown(title: str, columns: list[str], rows: list[dict[str, Any]],
+             plotted: dict[str, str]) -> str:
     heads = [HEADERS.get(c, c.replace("_acc", " acc %") if c.endswith("_acc") else c) for c in columns]
     lines = [
         f"# {title}", "",
@@ -163,7 +182,7 @@ def markdown(title: str, columns: list[str], rows: list[dict[str, Any]]) -> str:
         "|" + "|".join(" --- " for _ in heads) + "|",
         *("| " + " | ".join(_fmt(c, r[c]) for c in columns) + " |" for r in rows),
         "",
-        *(f"![{what}]({name})" for name, what in PLOTS.items()),
+        *(f"![{what}]({name})" for name, what in plotted.items()),
         "",
     ]
     return "\n".join(lines)
@@ -184,27 +203,30 @@ def plots(runs: list[Run], rows: list[dict[str, Any]]) -> dict[str, bytes]:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
+    split = logged_splits(runs)[0]
+    titles, name = plot_titles(split), SPLIT_NAMES[split]
+    key = f"{split}_acc"
     out = {}
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
     for r in runs:
-        if r.metrics:
-            ax.plot([m["epoch"] for m in r.metrics], [100 * m["val_acc"] for m in r.metrics],
-                    marker="o", markersize=3, label=r.label)
-    ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=PLOTS["val_acc.png"])
+        points = [(m["epoch"], 100 * m[key]) for m in r.metrics if key in m]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=r.label)
+    ax.set(xlabel="epoch", ylabel=f"{name} accuracy (%)", title=titles[f"{key}.png"])
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     if ax.lines:
         ax.legend(fontsize="small")
-    out["val_acc.png"] = _png(fig)
-    for name, x, xlabel in (
+    out[f"{key}.png"] = _png(fig)
+    for plot, x, xlabel in (
         ("acc_vs_params.png", "params", "parameters"),
         ("acc_vs_throughput.png", "img_per_s", "training images per second"),
     ):
         fig = Figure(figsize=(7, 4.5), layout="constrained")
         ax = fig.add_subplot()
-        points = [(r[x], 100 * r["final_val_acc"], r["run"]) for r in rows
-                  if r[x] is not None and r["final_val_acc"] is not None]
+        points = [(r[x], 100 * r[f"final_{key}"], r["run"]) for r in rows
+                  if r[x] is not None and r[f"final_{key}"] is not None]
         for px, py, label in points:
             ax.scatter(px, py)
             ax.annotate(label, (px, py), fontsize="x-small", xytext=(4, 4), textcoords="offset points")
@@ -212,9 +234,9 @@ def plots(runs: list[Run], rows: list[dict[str, Any]]) -> dict[str, bytes]:
         if xs and min(xs) > 0 and max(xs) / min(xs) > 10:  # model sizes often span decades
             ax.set_xscale("log")
         ax.margins(x=0.15, y=0.1)  # room for the labels
-        ax.set(xlabel=xlabel, ylabel="final validation accuracy (%)", title=PLOTS[name])
+        ax.set(xlabel=xlabel, ylabel=f"final {name} accuracy (%)", title=titles[plot])
         ax.grid(alpha=0.3)
-        out[name] = _png(fig)
+        out[plot] = _png(fig)
     return out
 
 
@@ -229,7 +251,8 @@ def write_report(roots: list[Path], out: Path) -> list[Path]:
     runs = find_runs(roots)
     columns, rows = table(runs)
     files = {
-        "report.md": markdown(f"Report: {', '.join(map(str, roots))}", columns, rows),
+        "report.md": markdown(f"Report: {', '.join(map(str, roots))}", columns, rows,
+                              plot_titles(logged_splits(runs)[0])),
         "report.csv": write_csv(columns, rows),
         **plots(runs, rows),
     }

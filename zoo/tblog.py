@@ -28,10 +28,12 @@ def log_epoch(writer: SummaryWriter, trainer: Trainer, metrics: dict[str, Any]) 
     step = metrics["step"]
     for tag, key in [
         ("train/loss", "train_loss"), ("train/acc", "train_acc"), ("train/grad_norm", "grad_norm"),
-        ("val/loss", "val_loss"), ("val/acc", "val_acc"), ("lr", "lr"),
+        ("val/loss", "val_loss"), ("val/acc", "val_acc"),
+        ("test/loss", "test_loss"), ("test/acc", "test_acc"), ("lr", "lr"),
         ("throughput/img_per_s", "img_per_s"),
     ]:
-        writer.add_scalar(tag, metrics[key], step)
+        if key in metrics:  # val and test only where data.eval_splits names them
+            writer.add_scalar(tag, metrics[key], step)
     for i, lam in enumerate(trainer.model.lambdas(), start=1):
         writer.add_scalar(f"lambda/layer_{i}", float(lam), step)
     for name, image in trainer.figures().items():
@@ -57,7 +59,8 @@ def log_final(writer: SummaryWriter, recipe: Recipe, summary: dict[str, Any]) ->
     """Recipe + final metrics into the HParams tab, in the run's own event file."""
     final = {
         f"hparams/{k}": float(summary[k])
-        for k in ("best_val_acc", "final_val_acc", "final_val_loss", "img_per_s")
+        for k in ("best_val_acc", "final_val_acc", "final_val_loss", "final_test_acc",
+                  "final_test_loss", "img_per_s")
         if summary.get(k) is not None
     }
     exp, ssi, sei = hparams(flatten(recipe.to_dict()), final)

@@ -35,6 +35,7 @@ from zoo.model import build_model
 from zoo.recipe import Recipe
 from zoo.rundir import (
     METRICS_FILE,
+    RECIPE_FILE,
     SUMMARY_FILE,
     append_jsonl,
     atomic_write,
@@ -143,10 +144,10 @@ class Trainer:
             )
         self.device = pick_device(t.device, self.dist)
         seed_everything(t.seed, t.deterministic)
-        sets = data.build_datasets(
-            recipe.data.dataset, ["train", "val"], recipe.model.img_size, recipe.data.root
-        )
-        self.train_data, self.val_data = sets["train"], sets["val"]
+        sets = data.build_datasets(recipe.data.dataset, ["train", *recipe.data.eval_splits],
+                                   recipe.model.img_size, recipe.data.root)
+        self.train_data = sets.pop("train")
+        self.eval_data = sets  # split -> data, in the recipe's order (data.eval_splits)
         n_cls = len(self.train_data.classes)
         if n_cls != recipe.model.num_classes:
             raise ZooError(
@@ -158,13 +159,15 @@ class Trainer:
             self.train_data, batch_size=recipe.data.batch_size // self.dist.world,
             device=self.device, train=True, seed=t.seed, rank=self.dist.rank, world_size=self.dist.world,
             num_workers=recipe.data.num_workers, on_device=recipe.data.on_device,
+            repeats=recipe.data.repeats,
         )
-        self.val_loader = data.make_loader(
-            self.val_data, batch_size=recipe.data.eval_batch_size, device=self.device,
-            train=False, seed=t.seed,
-            rank=self.dist.rank, world_size=self.dist.world,
-            num_workers=recipe.data.num_workers, on_device=recipe.data.on_device,
-        )
+        self.eval_loaders = {
+            split: data.make_loader(
+                d, batch_size=recipe.data.eval_batch_size, device=self.device, train=False,
+                seed=t.seed, rank=self.dist.rank, world_size=self.dist.world,
+                num_workers=recipe.data.num_workers, on_device=recipe.data.on_device,
+            ) for split, d in self.eval_data.items()
+        }
         self.mean, self.std = self.train_data.mean, self.train_data.std
 
         self.model = build_model(recipe.model).to(self.device)
@@ -204,6 +207,13 @@ class Trainer:
         self.step = 0  # optimizer steps taken
         self.lr = t.lr  # the schedule's value at the last step
         self.best_acc = -1.0
+        # the epoch under way, kept across a resume: loss * n, correct, n, grad-norm sum, steps
+        self.epoch_stats = torch.zeros(5, device=self.device)
+        self.epoch_seconds = 0.0  # its training time so far
+        self.closed_step = 0  # the step at which the last epoch's end was handled
+        self.last_metrics: dict[str, Any] = {}  # the last evaluation's row of metrics.jsonl
+        self.train_seconds = 0.0  # wall time of the run's earlier segments (before a resume)
+        self._fit_tic: float | None = None
         self.writer = None
         self._signal: int | None = None
         self._logged_batch = False
@@ -220,11 +230,23 @@ class Trainer:
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": cuda_rng,
             "world_size": self.dist.world,
+            "epoch_stats": self.epoch_stats.tolist(),  # global: reduced before a signal's save
+            "epoch_seconds": self.epoch_seconds,
+            "closed_step": self.closed_step,
+            "last_metrics": self.last_metrics,
+            "train_seconds": self.elapsed(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
         self.best_acc = float(state["best_acc"])
+        # checkpoints from before these keys: the epoch was closed when they were saved
+        stats = state.get("epoch_stats") if self.dist.main else None  # counted on one rank
+        self.epoch_stats = torch.tensor(stats or [0.0] * 5, device=self.device)
+        self.epoch_seconds = float(state.get("epoch_seconds", 0.0))
+        self.closed_step = int(state.get("closed_step", self.step))
+        self.last_metrics = dict(state.get("last_metrics", {}))
+        self.train_seconds = float(state.get("train_seconds", 0.0))
         lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
         for g, lr in zip(self.optimizer.param_groups, lrs, strict=True):
@@ -249,10 +271,16 @@ class Trainer:
                 f"{run_dir}: no checkpoint to resume from yet (checkpoints/last is missing); "
                 "start the run again"
             )
-        self.model.load_state_dict(checkpoint.load_weights(ckpt / checkpoint.MODEL_FILE))
+        recipe_file = run_dir / RECIPE_FILE
+        checkpoint.load_model(self.model, ckpt / checkpoint.MODEL_FILE, recipe_file)
         if self.ema:
-            self.ema.model.load_state_dict(checkpoint.load_weights(ckpt / checkpoint.EMA_FILE))
-        self.load_state_dict(checkpoint.load_state(ckpt / checkpoint.STATE_FILE))
+            checkpoint.load_model(self.ema.model, ckpt / checkpoint.EMA_FILE, recipe_file)
+        state_file = ckpt / checkpoint.STATE_FILE
+        try:
+            self.load_state_dict(checkpoint.load_state(state_file, checkpoint.TRAINING_STATE))
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ZooError(f"{state_file}: training state does not fit this run "
+                           f"({first_line(e)}); resume with the recipe it was saved with") from e
         if self.dist.main:  # evaluations after the checkpoint will be redone
             metrics = run_dir / METRICS_FILE
             rows = [r for r in read_jsonl(metrics) if r.get("step", 0) <= self.step]
@@ -260,7 +288,7 @@ class Trainer:
 
     def figures(self) -> dict[str, torch.Tensor]:
         """Images for TensorBoard: the first augmented training batch (once), then the
-        recipe's visualizers on the fixed validation images at every evaluation.
+        recipe's visualizers on the first evaluated split's fixed images at every evaluation.
 
         Drawn under a forked RNG so that logging never changes what the run trains on.
         """
@@ -279,7 +307,8 @@ class Trainer:
             from zoo.viz import first_images, tensorboard_images
 
             model = self.ema.model if self.ema else self.model  # the weights evaluate() reads
-            images, names = first_images(self.val_data, self.recipe.log.viz_images)
+            images, names = first_images(next(iter(self.eval_data.values())),
+                                         self.recipe.log.viz_images)
             was_training = model.training
             model.eval()
             with torch.no_grad():
@@ -392,51 +421,72 @@ class Trainer:
             return "only AdamW takes its learning rate as a device tensor"
         return ""
 
-    def train_epoch(self, epoch: int, start_step: int) -> dict[str, float]:
+    def train_epoch(self, epoch: int, start_step: int) -> None:
+        """Train epoch `epoch` from `start_step` on (or to max_steps, or to a signal),
+        adding to the epoch's statistics; `close_epoch` turns them into metrics."""
         self.model.train()
-        sums = torch.zeros(3, device=self.device)  # loss * n, correct, n (no host copies)
-        grad_sum = torch.zeros((), device=self.device)
-        n_steps = 0
+        stats = self.epoch_stats
         tic = time.perf_counter()
         batches = self.train_loader.epoch(epoch, start_step)
         bar = progress(
             batches, self.recipe.log.progress and self.dist.main,
             total=self.steps_per_epoch - start_step, desc=f"epoch {epoch + 1}/{self.recipe.train.epochs}",
         )
-        for images, labels in bar:
-            if self.step >= self.total_steps:
-                break
-            loss, correct, grad_norm = self.train_step(images, labels)
-            n = labels.shape[0]
-            sums[0] += loss * n
-            sums[1] += correct
-            sums[2] += n
-            grad_sum += grad_norm.float()
-            n_steps += 1
-            if self.step % LOG_EVERY == 0:
-                self._check_finite(sums[0])
-                if hasattr(bar, "set_postfix"):
-                    s = sums.tolist()
-                    bar.set_postfix(
-                        loss=f"{s[0] / s[2]:.3f}", acc=f"{s[1] / s[2]:.3f}",
-                        lr=f"{self.lr:.2e}",
-                        img_s=f"{s[2] * self.dist.world / (time.perf_counter() - tic):.0f}",
-                    )
-            if self._stop_requested():
-                break
-        if self.dist.world > 1:
-            dist.all_reduce(sums)
-            dist.all_reduce(grad_sum)
-        s = sums.tolist()
-        self._check_finite(sums[0])
-        elapsed = time.perf_counter() - tic
-        return {
-            "train_loss": s[0] / max(s[2], 1),
-            "train_acc": s[1] / max(s[2], 1),
-            "grad_norm": grad_sum.item() / max(n_steps * self.dist.world, 1),
-            "img_per_s": s[2] / elapsed if elapsed > 0 else 0.0,
-            "steps": n_steps,
+        try:
+            for images, labels in bar:
+                if self.step >= self.total_steps:
+                    break
+                loss, correct, grad_norm = self.train_step(images, labels)
+                n = labels.shape[0]
+                stats[0] += loss * n  # on the device: no host copies per step
+                stats[1] += correct
+                stats[2] += n
+                stats[3] += grad_norm.float()
+                stats[4] += 1
+                if self.step % LOG_EVERY == 0:
+                    self._check_finite(stats[0])
+                    if hasattr(bar, "set_postfix"):
+                        s = stats.tolist()
+                        seconds = self.epoch_seconds + time.perf_counter() - tic
+                        bar.set_postfix(
+                            loss=f"{s[0] / s[2]:.3f}", acc=f"{s[1] / s[2]:.3f}",
+                            lr=f"{self.lr:.2e}",
+                            img_s=f"{s[2] * self.dist.world / seconds:.0f}",
+                        )
+                if self._stop_requested():
+                    break
+        finally:
+            self.epoch_seconds += time.perf_counter() - tic
+
+    def close_epoch(self) -> dict[str, float]:
+        """The epoch's training metrics (over every rank, and every segment of a resumed
+        epoch); the statistics start again from zero."""
+        stats = self.reduced_epoch_stats().tolist()
+        self._check_finite(torch.tensor(stats[0]))
+        loss, correct, n, grad, steps = stats
+        out = {
+            "train_loss": loss / max(n, 1),
+            "train_acc": correct / max(n, 1),
+            "grad_norm": grad / max(steps, 1),
+            "img_per_s": n / self.epoch_seconds if self.epoch_seconds > 0 else 0.0,
+            "steps": int(round(steps / self.dist.world)),
         }
+        self.epoch_stats.zero_()
+        self.epoch_seconds = 0.0
+        return out
+
+    def reduced_epoch_stats(self) -> torch.Tensor:
+        """The epoch's statistics summed over ranks (every rank must call this)."""
+        if self.dist.world > 1:
+            dist.all_reduce(self.epoch_stats)
+            if not self.dist.main:  # one rank keeps the global sums; the others start anew
+                self.epoch_stats.zero_()
+        return self.epoch_stats
+
+    def elapsed(self) -> float:
+        """Wall seconds of the whole run so far, every resumed segment included."""
+        now = time.perf_counter() - self._fit_tic if self._fit_tic is not None else 0.0
+        return self.train_seconds + now
 
     def _stop_requested(self) -> bool:
         """A signal arrived here (or, under DDP, on any rank: all ranks stop at one step)."""
@@ -459,12 +509,21 @@ class Trainer:
                 "train.grad_clip, or use train.amp=bf16 instead of fp16"
             )
 
+    def evaluate(self) -> dict[str, float]:
+        """`<split>_loss` and `<split>_acc` of every split in data.eval_splits."""
+        out = {}
+        for split, loader in self.eval_loaders.items():
+            loss, acc = self.evaluate_split(loader)
+            out.update({f"{split}_loss": loss, f"{split}_acc": acc})
+        return out
+
     @torch.no_grad()
-    def evaluate(self, loader: Any = None) -> dict[str, float]:
+    def evaluate_split(self, loader: Any) -> tuple[float, float]:
+        """(mean loss, accuracy) over one split, with the EMA weights when there are any."""
         model = self.ema.model if self.ema else self.model
         model.eval()
         sums = torch.zeros(3, device=self.device)
-        for images, labels in (loader or self.val_loader).epoch(0, 0):
+        for images, labels in loader.epoch(0, 0):
             x = data.normalize(data.to_float(images), self.mean, self.std)
             with self.autocast():
                 logits = model(x)
@@ -476,65 +535,92 @@ class Trainer:
         if self.dist.world > 1:
             dist.all_reduce(sums)
         s = sums.tolist()
-        return {"val_loss": s[0] / max(s[2], 1), "val_acc": s[1] / max(s[2], 1)}
+        return s[0] / max(s[2], 1), s[1] / max(s[2], 1)
 
     def fit(self) -> dict[str, Any]:
-        t = self.recipe.train
         log = self.dist.main and self.run_dir is not None
         if log:
             from zoo import tblog
 
             self.writer = tblog.open_writer(self.run_dir, self.recipe, self.step) if self.recipe.log.tensorboard else None
+            write_json(self.run_dir / data.DATA_FILE, data.describe(self.train_data))
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        tic = time.perf_counter()
-        metrics: dict[str, Any] = {}
+        self._fit_tic = time.perf_counter()
         try:
-            while self.step < self.total_steps:
+            while True:
+                # also an epoch end owed from before a resume (a signal on its last step)
+                if self.step > self.closed_step and self.at_epoch_end():
+                    self.end_epoch(log)
+                if self.step >= self.total_steps:
+                    break
                 epoch, start = divmod(self.step, self.steps_per_epoch)
-                train_metrics = self.train_epoch(epoch, start)
+                self.train_epoch(epoch, start)
                 if self._signal is not None:
+                    self.reduced_epoch_stats()  # the partial epoch goes into the checkpoint
                     self.save()
                     raise Interrupted(self._signal)
-                done = self.step >= self.total_steps
-                epoch_done = self.step % self.steps_per_epoch == 0 or done
-                if epoch_done and ((epoch + 1) % t.eval_every == 0 or done):
-                    metrics = {
-                        "epoch": epoch + 1, "step": self.step, **train_metrics, **self.evaluate(),
-                        "lr": self.lr,
-                        "time": time.perf_counter() - tic,
-                    }
-                    best = metrics["val_acc"] > self.best_acc
-                    self.best_acc = max(self.best_acc, metrics["val_acc"])
-                    if log:
-                        append_jsonl(self.run_dir / METRICS_FILE, metrics)
-                        if self.writer is not None:
-                            tblog.log_epoch(self.writer, self, metrics)
-                    if best or (epoch + 1) % t.checkpoint_every == 0 or done:
-                        self.save(best=best)
-                elif epoch_done and ((epoch + 1) % t.checkpoint_every == 0):
-                    self.save()
         finally:
             for s, h in handlers.items():
                 signal.signal(s, h)
             self.saver.wait()  # the last checkpoint is on disk before anyone reads it
-        summary = {
-            "status": "finished",
-            "steps": self.step,
-            "epochs": self.step / self.steps_per_epoch,
-            "params": sum(p.numel() for p in self.model.parameters()),
-            "best_val_acc": self.best_acc,
-            "final_val_acc": metrics.get("val_acc"),
-            "final_val_loss": metrics.get("val_loss"),
-            "img_per_s": metrics.get("img_per_s"),
-            "wall_time": time.perf_counter() - tic,
-            "setup_s": self.setup_s,
-            "step_mode": self.step_mode(),
-        }
+        summary = self.summary()
         if log:
             if self.writer is not None:
                 tblog.log_final(self.writer, self.recipe, summary)
             write_json(self.run_dir / SUMMARY_FILE, summary)
         return summary
+
+    def at_epoch_end(self) -> bool:
+        return self.step >= self.total_steps or self.step % self.steps_per_epoch == 0
+
+    def end_epoch(self, log: bool) -> None:
+        """Close the epoch that just ended: evaluate, log and checkpoint as the recipe says."""
+        t = self.recipe.train
+        epoch = -(-self.step // self.steps_per_epoch)  # 1-based
+        done = self.step >= self.total_steps
+        train_metrics = self.close_epoch()
+        self.closed_step = self.step
+        if not (epoch % t.eval_every == 0 or done):
+            if epoch % t.checkpoint_every == 0:
+                self.save()
+            return
+        metrics = {"epoch": epoch, "step": self.step, **train_metrics, **self.evaluate(),
+                   "lr": self.lr, "time": self.elapsed()}
+        # `best` is chosen on val only, never on the test set
+        best = metrics.get("val_acc", -1.0) > self.best_acc
+        self.best_acc = max(self.best_acc, metrics.get("val_acc", -1.0))
+        self.last_metrics = metrics
+        if self.dist.main:
+            print(epoch_line(metrics, t.epochs, best and "val_acc" in metrics), flush=True)
+        if log:
+            from zoo import tblog
+
+            append_jsonl(self.run_dir / METRICS_FILE, metrics)
+            if self.writer is not None:
+                tblog.log_epoch(self.writer, self, metrics)
+        if best or epoch % t.checkpoint_every == 0 or done:
+            self.save(best=best)
+
+    def finished(self) -> bool:
+        """Every step taken and the last epoch closed: a resume has nothing to do."""
+        return self.step >= self.total_steps and self.closed_step >= self.step
+
+    def summary(self) -> dict[str, Any]:
+        """summary.json: the whole run, across resumes (wall time included)."""
+        m = self.last_metrics
+        return {
+            "status": "finished",
+            "steps": self.step,
+            "epochs": self.step / self.steps_per_epoch,
+            "params": sum(p.numel() for p in self.model.parameters()),
+            "best_val_acc": self.best_acc if "val" in self.eval_loaders else None,
+            **{f"final_{split}_{k}": m.get(f"{split}_{k}")
+               for split in self.eval_loaders for k in ("acc", "loss")},
+            "img_per_s": m.get("img_per_s"),  # training img/s in the last evaluated epoch
+            "wall_time": self.elapsed(),
+            "setup_s": self.setup_s,
+            "step_mode": self.step_mode(),
+        }
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -602,6 +688,11 @@ def fit(recipe: Recipe, run_dir: Path | None, resume: bool = False) -> dict[str,
     trainer = Trainer(recipe, run_dir, d)
     if resume:
         trainer.restore(run_dir)
+        if trainer.finished():  # nothing to train: leave summary.json as it is
+            if d.main:
+                print(f"{run_dir}: finished already ({trainer.step} steps); nothing to do. To "
+                      "train longer: zoo run --resume RUN --set train.epochs=N")
+            return trainer.summary()
     try:
         summary = trainer.fit()
     except Interrupted as e:
@@ -612,23 +703,48 @@ def fit(recipe: Recipe, run_dir: Path | None, resume: bool = False) -> dict[str,
             )
         sys.exit(128 + e.signum)
     if d.main:
-        print(
-            f"done: {run_dir}  best val acc {summary['best_val_acc']:.4f}  "
-            f"({summary['steps']} steps, {summary['wall_time']:.0f}s)"
-        )
+        print(closing_lines(summary, recipe, run_dir))
     if d.world > 1:
         dist.destroy_process_group()
     return summary
+
+
+def epoch_line(metrics: dict[str, Any], epochs: int, best: bool) -> str:
+    """One line per evaluation, so a run shows progress with the progress bar off too."""
+    evals = "  ".join(f"{split} acc {metrics[f'{split}_acc']:.4f} loss {metrics[f'{split}_loss']:.3f}"
+                      for split in ("val", "test") if f"{split}_acc" in metrics)
+    return (f"epoch {metrics['epoch']}/{epochs}  train loss {metrics['train_loss']:.3f} "
+            f"acc {metrics['train_acc']:.4f}  {evals}  lr {metrics['lr']:.2e}  "
+            f"{metrics['img_per_s']:,.0f} img/s" + ("  * best" if best else ""))
+
+
+def closing_lines(summary: dict[str, Any], recipe: Recipe, run_dir: Path | None) -> str:
+    """The end of `zoo run`: final (and best) accuracy, wall time, and what to do next."""
+    accs = [f"final {split} acc {summary[f'final_{split}_acc']:.4f}"
+            for split in recipe.data.eval_splits if summary.get(f"final_{split}_acc") is not None]
+    if summary.get("best_val_acc") is not None:
+        accs.append(f"best val acc {summary['best_val_acc']:.4f}")
+    minutes, seconds = divmod(round(summary["wall_time"]), 60)
+    lines = [f"done: {'  '.join(accs)}  ({summary['steps']} steps in {minutes}m{seconds:02d}s)"]
+    if run_dir is not None:
+        lines += [f"run: {run_dir}", "next:",
+                  f"  zoo eval {run_dir} --split {recipe.data.eval_splits[-1]}",
+                  f"  zoo viz {run_dir}",
+                  f"  tensorboard --logdir {run_dir}"]
+    return "\n".join(lines)
 
 
 def dry_run(recipe: Recipe) -> str:
     """Build data and model without training; a summary of what `zoo run` would do."""
     trainer = Trainer(recipe, None)
     params = sum(p.numel() for p in trainer.model.parameters())
+    sizes = " / ".join(f"{len(d)} {split}" for split, d in
+                       {"train": trainer.train_data, **trainer.eval_data}.items())
+    repeats = f" (x{recipe.data.repeats} per epoch)" if recipe.data.repeats > 1 else ""
     return "\n".join([
         f"recipe:     {recipe.name}",
         f"device:     {trainer.device}",
-        f"data:       {len(trainer.train_data)} train / {len(trainer.val_data)} val images, "
+        f"data:       {sizes} images{repeats}, "
         f"{len(trainer.train_data.classes)} classes",
         f"model:      {params / 1e6:.2f}M parameters, {recipe.model.depth} blocks, "
         f"attention {recipe.model.attention}, posemb {recipe.model.posemb}",

@@ -372,20 +372,29 @@ class Subject:
     visualizers: list[Any] = field(default_factory=list)  # the recipe's log.visualizers
 
 
-def load_subject(source: str, weights: str | None = None) -> Subject:
-    """A run dir, a checkpoint (folder or .safetensors in a run) or `timm:MODEL_NAME`."""
+def load_subject(source: str, weights: str | None = None, need_images: bool = True) -> Subject:
+    """A run dir, a checkpoint (folder or .safetensors in a run) or `timm:MODEL_NAME`.
+
+    A run's own images are the first images of its first evaluated split (as training
+    showed them); without `need_images` (the user brings images) no dataset is read.
+    """
     if source.startswith("timm:"):
         return load_timm(source.removeprefix("timm:"), weights)
     if weights is not None:
         raise ZooError("--weights is for timm:MODEL sources; a run or checkpoint has its own weights")
-    from zoo.evaluate import load_trained
+    from zoo.evaluate import load_trained, trained_on
 
     model, recipe, run = load_trained(source)
-    val = build_datasets(recipe.data.dataset, ["val"], recipe.model.img_size, recipe.data.root)["val"]
-    images, names = first_images(val, recipe.log.viz_images)
+    stats = trained_on(run, recipe)
+    images, names = None, []
+    if need_images:
+        split = recipe.data.eval_splits[0]
+        shown = build_datasets(recipe.data.dataset, [split], recipe.model.img_size,
+                               recipe.data.root)[split]
+        images, names = first_images(shown, recipe.log.viz_images)
     label = f"{recipe.name} ({spec_name(recipe.model.attention)})"
-    return Subject(model, label, tuple(val.mean), tuple(val.std), run / "figures" / "viz",
-                   images, names, list(recipe.log.visualizers))
+    return Subject(model, label, tuple(stats["mean"]), tuple(stats["std"]),
+                   run / "figures" / "viz", images, names, list(recipe.log.visualizers))
 
 
 @contextlib.contextmanager
@@ -501,8 +510,8 @@ def viz(source: str, image_paths: tuple[str, ...], specs: tuple[str, ...], compa
     zoo list visualizer                      what there is, with options
     """
     discover()
-    a = load_subject(source, weights)
-    b = load_subject(compare) if compare else None
+    a = load_subject(source, weights, need_images=not image_paths)
+    b = load_subject(compare, need_images=False) if compare else None
     chosen = _specs(specs) or (COMPARE if b else a.visualizers or ALL)
     visualizers = build_visualizers(chosen, "--visualizer")
     if image_paths:

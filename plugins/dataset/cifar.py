@@ -205,7 +205,11 @@ def load_cifar(tv_name: str, name: str, label_key: str, stats: tuple, split: str
     cls = getattr(torchvision.datasets, tv_name)
     folder = find_or_fetch(cls, Path(root).expanduser(), download, name)
     classes = read_classes(folder / cls.meta["filename"], cls.meta["key"])
-    if split == "test" or (split == "val" and val_size == 0):
+    if split == "val" and val_size == 0:
+        raise ZooError(f"{name}: no val split, as val_size is 0 (all training images train); "
+                       f"report the test set with data.eval_splits=[test], or hold images out "
+                       f"with data.dataset={{{name}: {{val_size: 5000}}}}")
+    if split == "test":
         images, labels = read_batches(folder, [f for f, _ in cls.test_list], label_key)
     else:
         images, labels = read_batches(folder, [f for f, _ in cls.train_list], label_key)
@@ -220,12 +224,13 @@ def load_cifar(tv_name: str, name: str, label_key: str, stats: tuple, split: str
 
 @register("dataset", "cifar10")
 def cifar10(split: str, img_size: int, root: str, download: bool = True,
-            val_size: int = 5000) -> TensorData:
+            val_size: int = 0) -> TensorData:
     """CIFAR-10: 50,000 training and 10,000 test images of 10 classes at 32x32.
 
-    Splits: `train` is the official training set less a held-out `val` of `val_size`
-    images (the same ones every time: a fixed permutation); `test` is the official test
-    set. With val_size 0, `train` is the whole training set and `val` the test set.
+    Splits: `train` is the official training set, as every published result trains on it,
+    and `test` the official test set. For tuning, `val_size` > 0 holds that many training
+    images out as `val` (the same ones every time: a fixed permutation) and trains on the
+    rest; with val_size 0 (the default) there is no `val`.
     Offline, put cifar-10-python.tar.gz or cifar-10-batches-py/ in `root` (data.root).
     """
     return load_cifar("CIFAR10", "cifar10", "labels", CIFAR10_STATS, split, img_size, root,
@@ -234,7 +239,7 @@ def cifar10(split: str, img_size: int, root: str, download: bool = True,
 
 @register("dataset", "cifar100")
 def cifar100(split: str, img_size: int, root: str, download: bool = True,
-             val_size: int = 5000) -> TensorData:
+             val_size: int = 0) -> TensorData:
     """CIFAR-100: 50,000 training and 10,000 test images of 100 classes at 32x32.
 
     Splits as for cifar10 (fine labels). Offline, put cifar-100-python.tar.gz or
