@@ -152,12 +152,17 @@ def test_bad_input_one_line_exit_2_runner(tmp_path, case):
         assert f in result.output
 
 
-def test_debug_shows_traceback(zoo_exe, tmp_path):
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_shows_traceback(zoo_exe, tmp_path, where):
+    """`zoo --debug CMD` and `zoo CMD --debug` alike; without it, one line."""
     recipe = tmp_path / "r.yaml"
     recipe.write_text("model: {dpeth: 3}\n")
-    result = run_zoo(zoo_exe, "--debug", "show", str(recipe))
+    args = ["--debug", "show", str(recipe)] if where == "before" else ["show", str(recipe), "--debug"]
+    result = run_zoo(zoo_exe, *args)
     assert result.returncode == 2
     assert "Traceback" in result.stderr and "ZooError" in result.stderr
+    plain = run_zoo(zoo_exe, "show", str(recipe))
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
 
 
 def test_list_survives_a_broken_plugin_file(zoo_exe, tmp_path):

@@ -23,7 +23,7 @@ class ZooGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ZooError as e:
-            if ctx.params.get("debug"):
+            if ctx.params.get("debug") or ctx.meta.get("zoo.debug"):
                 traceback.print_exc()
             click.echo(f"error: {e}", err=True)
             ctx.exit(2)
@@ -169,14 +169,18 @@ def run(
               help="Another dataset (name or YAML mapping), e.g. --data '{cifar10: {download: false}}'.")
 @SET_OPTION
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def eval_cmd(source: str, split: str, dataset: str | None, overrides: tuple[str, ...], device: str) -> None:
+@click.option("--checkpoint", "which", default="last", show_default=True, metavar="last|best|PATH",
+              help="Which checkpoint of a run dir: its last, its best (by val accuracy), or a PATH.")
+def eval_cmd(source: str, split: str, dataset: str | None, overrides: tuple[str, ...], device: str,
+             which: str) -> None:
     """Evaluate a run dir or CHECKPOINT: accuracy, per-class accuracy, confusion matrix.
 
     Writes eval_<split>.json and figures/confusion_<split>.png into the run dir.
     """
     from zoo.evaluate import evaluate
 
-    result = evaluate(source, split, dataset, list(overrides), device)
+    result = evaluate(source, split, dataset, list(overrides), device, which)
+    click.echo(f"checkpoint: {result['checkpoint']}")
     click.echo(f"{split} accuracy: {result['acc']:.4f}  ({result['images']} images)")
     width = max(len(c) for c in result["per_class_acc"])
     for name, acc in result["per_class_acc"].items():
@@ -185,6 +189,17 @@ def eval_cmd(source: str, split: str, dataset: str | None, overrides: tuple[str,
 
 for command in (viz, sweep, report):
     cli.add_command(command)
+
+
+def _remember_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta["zoo.debug"] = True  # meta is shared by the group's context
+
+
+for command in cli.commands.values():  # `zoo CMD --debug` as well as `zoo --debug CMD`
+    command.params.append(click.Option(["--debug"], is_flag=True, expose_value=False,
+                                       callback=_remember_debug,
+                                       help="Show the full traceback of an error."))
 
 
 def main() -> None:
