@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -85,16 +87,20 @@ def test_list_unknown_kind_is_one_line():
     assert "unknown plugin kind 'atention' (did you mean attention?)" in result.output
 
 
-def test_file_dropped_into_builtin_folder_is_listed(zoo_exe):
-    name = f"dropped_{os.getpid()}"
-    path = builtin_dir() / "attention" / f"{name}.py"
-    path.write_text(MY_ATTN.format(name=name))
-    try:
-        result = run_zoo(zoo_exe, "list", "attention")
-    finally:
-        path.unlink()
+def test_file_dropped_into_builtin_folder_is_listed(tmp_path):
+    """On a copy of the package (the source tree is never written): a file dropped into
+    the built-in plugin folder is a plugin, with no registration anywhere else."""
+    shutil.copytree(ROOT / "zoo", tmp_path / "zoo", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(builtin_dir(), tmp_path / "zoo" / "_plugins",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "zoo" / "_plugins" / "attention" / "dropped.py").write_text(
+        MY_ATTN.format(name="dropped"))
+    result = subprocess.run([sys.executable, "-m", "zoo", "list", "attention"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert result.returncode == 0, result.stderr
-    assert name in result.stdout and "Identity attention" in result.stdout
+    assert "dropped" in result.stdout and "Identity attention" in result.stdout
+    assert not (builtin_dir() / "attention" / "dropped.py").exists()
 
 
 def test_zoo_plugin_path_and_recipe_plugins(zoo_exe, tmp_path):
@@ -171,3 +177,34 @@ def test_list_survives_a_broken_plugin_file(zoo_exe, tmp_path):
     assert result.returncode == 0
     assert "mhsa" in result.stdout
     assert "broken.py:1" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_run_dirs_plugin_files_run_only_when_trusted(zoo_exe, tmp_path):
+    """Plugin files are code: `zoo eval`, `zoo viz` and `zoo run --resume` on a run dir do
+    not import the files its recipe.yaml names unless told to (--trust-plugins), or unless
+    the user gives the files (--plugins); the refusal is one line that says so."""
+    plugin = tmp_path / "marked.py"
+    marker = tmp_path / "IMPORTED"
+    plugin.write_text(MY_ATTN.format(name="marked_attn")
+                      + f"\nimport pathlib\npathlib.Path({str(marker)!r}).write_text('yes')\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"plugins: [{plugin}]\n"
+                      "model: {dim: 16, depth: 1, heads: 2, attention: marked_attn}\n"
+                      "data: {dataset: {shapes: {train_size: 64, val_size: 32, test_size: 32}},"
+                      " batch_size: 32}\n"
+                      "train: {epochs: 1, max_steps: 1}\nlog: {progress: false}\n")
+    run = tmp_path / "run"
+    trained = run_zoo(zoo_exe, "run", str(recipe), "--out", str(run))
+    assert trained.returncode == 0, trained.stderr
+    assert marker.exists()  # the user's own recipe: its plugins load
+    marker.unlink()
+    for args in (["eval", str(run)], ["viz", str(run), "--visualizer", "rollout"],
+                 ["run", "--resume", str(run)]):
+        refused = run_zoo(zoo_exe, *args)
+        assert_one_line_error(refused, "marked_attn", "--trust-plugins", "--plugins")
+        assert not marker.exists(), args
+    assert run_zoo(zoo_exe, "eval", str(run), "--plugins", str(plugin)).returncode == 0
+    marker.unlink()
+    trusted = run_zoo(zoo_exe, "eval", str(run), "--split", "val", "--trust-plugins")
+    assert trusted.returncode == 0, trusted.stderr
+    assert marker.exists()

@@ -37,6 +37,10 @@ PLUGINS_OPTION = click.option(
     "--plugins", "plugin_paths", multiple=True, type=click.Path(), metavar="PATH",
     help="Extra plugin file or folder to load. Repeatable.",
 )
+TRUST_OPTION = click.option(
+    "--trust-plugins", is_flag=True,
+    help="Import the plugin files the run dir's recipe.yaml names (they are code).",
+)
 
 
 @click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -95,14 +99,13 @@ def list_cmd(kind: str | None, pattern: str, as_json: bool, plugin_paths: tuple[
         click.echo(f"warning: {e}", err=True)
 
 
-def resolve(recipe_path: str, overrides: tuple[str, ...], plugin_paths: tuple[str, ...]):
-    """Load a recipe, discover its plugins, check every plugin spec it holds."""
-    from zoo.recipe import check_plugins, load_recipe
-    from zoo.registry import discover
+def resolve(recipe_path: str, overrides: tuple[str, ...], plugin_paths: tuple[str, ...],
+            trust: bool = True):
+    """Load a recipe, import its plugins (its own files only with `trust`), check its specs."""
+    from zoo.recipe import load_plugins, load_recipe
 
     recipe = load_recipe(recipe_path, list(overrides))
-    discover([*recipe.plugins, *plugin_paths])
-    check_plugins(recipe, recipe_path)
+    load_plugins(recipe, recipe_path, plugin_paths, trust)
     return recipe
 
 
@@ -121,6 +124,7 @@ def show(recipe: str, overrides: tuple[str, ...], plugin_paths: tuple[str, ...])
 @click.option("--out", type=click.Path(), help="Run directory (default runs/<name>/<timestamp>).")
 @click.option("--resume", type=click.Path(), help="Continue the run in RUN_DIR exactly.")
 @PLUGINS_OPTION
+@TRUST_OPTION
 @click.option("--dry-run", is_flag=True, help="Build data and model, print a summary, train nothing.")
 def run(
     recipe: str | None,
@@ -128,6 +132,7 @@ def run(
     out: str | None,
     resume: str | None,
     plugin_paths: tuple[str, ...],
+    trust_plugins: bool,
     dry_run: bool,
 ) -> None:
     """Train a RECIPE (or --resume RUN_DIR) and log to TensorBoard.
@@ -149,7 +154,8 @@ def run(
         raise ZooError("missing RECIPE, e.g. `zoo run recipes/quickstart.yaml` (or --resume RUN_DIR)")
     else:
         recipe_path = recipe
-    resolved = resolve(recipe_path, overrides, plugin_paths)
+    # a recipe the user names is theirs; a run dir's recipe.yaml may come from anyone
+    resolved = resolve(recipe_path, overrides, plugin_paths, trust=not resume or trust_plugins)
     from zoo import trainer
 
     if dry_run:
@@ -171,15 +177,18 @@ def run(
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--checkpoint", "which", default="last", show_default=True, metavar="last|best|PATH",
               help="Which checkpoint of a run dir: its last, its best (by val accuracy), or a PATH.")
+@PLUGINS_OPTION
+@TRUST_OPTION
 def eval_cmd(source: str, split: str, dataset: str | None, overrides: tuple[str, ...], device: str,
-             which: str) -> None:
+             which: str, plugin_paths: tuple[str, ...], trust_plugins: bool) -> None:
     """Evaluate a run dir or CHECKPOINT: accuracy, per-class accuracy, confusion matrix.
 
     Writes eval_<split>.json and figures/confusion_<split>.png into the run dir.
     """
     from zoo.evaluate import evaluate
 
-    result = evaluate(source, split, dataset, list(overrides), device, which)
+    result = evaluate(source, split, dataset, list(overrides), device, which, plugin_paths,
+                      trust_plugins)
     click.echo(f"checkpoint: {result['checkpoint']}")
     click.echo(f"{split} accuracy: {result['acc']:.4f}  ({result['images']} images)")
     width = max(len(c) for c in result["per_class_acc"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,7 @@ import yaml
 from zoo import checkpoint, data
 from zoo.errors import ZooError
 from zoo.model import ViT, build_model
-from zoo.recipe import Recipe, check_plugins, load_recipe
-from zoo.registry import discover
+from zoo.recipe import Recipe, load_plugins, load_recipe
 from zoo.rundir import RECIPE_FILE, write_json
 from zoo.trainer import Dist, pick_device
 
@@ -39,23 +39,28 @@ def pick_checkpoint(source: str | Path, which: str = "last") -> Path:
 
 
 def load_trained(
-    source: str | Path, overrides: list[str] | None = None, which: str = "last"
+    source: str | Path, overrides: list[str] | None = None, which: str = "last",
+    plugins: Sequence[str | Path] = (), trust_plugins: bool = False,
 ) -> tuple[ViT, Recipe, Path]:
-    """Model (EMA weights when the run kept them), its recipe, and its run dir."""
-    model, recipe, run, _ = load_checkpoint(source, overrides, which)
+    """Model (EMA weights when the run kept them), its recipe, and its run dir.
+
+    The plugin files the run's recipe names are code: imported only with `trust_plugins`
+    (see zoo.recipe.load_plugins); `plugins` are files the user gives.
+    """
+    model, recipe, run, _ = load_checkpoint(source, overrides, which, plugins, trust_plugins)
     return model, recipe, run
 
 
 def load_checkpoint(
-    source: str | Path, overrides: list[str] | None = None, which: str = "last"
+    source: str | Path, overrides: list[str] | None = None, which: str = "last",
+    plugins: Sequence[str | Path] = (), trust_plugins: bool = False,
 ) -> tuple[ViT, Recipe, Path, Path]:
     """load_trained, and the checkpoint folder it read (a step-XXXXXXXX folder)."""
     ckpt = pick_checkpoint(source, which)
     run = run_of(ckpt)
     recipe_path = run / RECIPE_FILE
     recipe = load_recipe(recipe_path, overrides)
-    discover(recipe.plugins)
-    check_plugins(recipe, str(recipe_path))
+    load_plugins(recipe, str(recipe_path), plugins, trust_plugins)
     model = build_model(recipe.model)
     ema = ckpt / checkpoint.EMA_FILE
     weights = checkpoint.load_weights(ema if ema.exists() else ckpt / checkpoint.MODEL_FILE)
@@ -136,6 +141,7 @@ def plot_confusion(cm: torch.Tensor, classes: list[str], title: str, path: Path)
 def evaluate(
     source: str | Path, split: str = "test", dataset: str | None = None,
     overrides: list[str] | None = None, device: str = "auto", which: str = "last",
+    plugins: Sequence[str | Path] = (), trust_plugins: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a run or checkpoint on `split`; write eval_<split>.json and a figure."""
     overrides = list(overrides or [])
@@ -145,7 +151,7 @@ def evaluate(
         except yaml.YAMLError as e:
             raise ZooError(f"--data {dataset}: not a dataset name or YAML mapping") from e
         overrides.append(f"data.dataset={yaml.safe_dump(spec, default_flow_style=True).strip()}")
-    model, recipe, run, ckpt = load_checkpoint(source, overrides, which)
+    model, recipe, run, ckpt = load_checkpoint(source, overrides, which, plugins, trust_plugins)
     dev = pick_device(device, Dist())
     ds = data.build_datasets(recipe.data.dataset, [split], recipe.model.img_size, recipe.data.root)[split]
     if len(ds.classes) != recipe.model.num_classes:

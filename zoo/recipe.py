@@ -13,7 +13,7 @@ import re
 import stat
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -471,6 +471,30 @@ def plugin_specs(recipe: Recipe) -> list[tuple[str, Any, str]]:
         *(("augment", s, f"data.augment[{i}]") for i, s in enumerate(recipe.data.augment)),
         *(("visualizer", s, f"log.visualizers[{i}]") for i, s in enumerate(recipe.log.visualizers)),
     ]
+
+
+def load_plugins(recipe: Recipe, source: str, extra: Sequence[str | Path] = (),
+                 trust: bool = True) -> None:
+    """Import the plugins a recipe needs (built-in, entry points, ZOO_PLUGIN_PATH, `extra`),
+    then check every plugin spec it holds.
+
+    Plugin files are code. The files a recipe's `plugins:` names are imported only with
+    `trust`: a recipe the user runs is trusted; the recipe.yaml of a run directory, which
+    someone may have shared, is not (zoo eval, zoo viz, zoo run --resume), unless the user
+    says so (--trust-plugins) or gives the files again (--plugins).
+    """
+    from zoo.registry import discover
+
+    discover([*(recipe.plugins if trust else []), *extra])
+    try:
+        check_plugins(recipe, source)
+    except ZooError as e:
+        if recipe.plugins and not trust:
+            files = clip(", ".join(map(str, recipe.plugins)))
+            raise ZooError(f"{e}; {source} names plugin files ({files}), which are code and "
+                           "are not imported from a run directory: add --trust-plugins to "
+                           "import them, or --plugins PATH to load your own copy") from e
+        raise
 
 
 def check_plugins(recipe: Recipe, source: str) -> None:

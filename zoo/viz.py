@@ -372,7 +372,8 @@ class Subject:
     visualizers: list[Any] = field(default_factory=list)  # the recipe's log.visualizers
 
 
-def load_subject(source: str, weights: str | None = None, need_images: bool = True) -> Subject:
+def load_subject(source: str, weights: str | None = None, need_images: bool = True,
+                 plugins: Sequence[str] = (), trust_plugins: bool = False) -> Subject:
     """A run dir, a checkpoint (folder or .safetensors in a run) or `timm:MODEL_NAME`.
 
     A run's own images are the first images of its first evaluated split (as training
@@ -384,7 +385,7 @@ def load_subject(source: str, weights: str | None = None, need_images: bool = Tr
         raise ZooError("--weights is for timm:MODEL sources; a run or checkpoint has its own weights")
     from zoo.evaluate import load_trained, trained_on
 
-    model, recipe, run = load_trained(source)
+    model, recipe, run = load_trained(source, plugins=plugins, trust_plugins=trust_plugins)
     stats = trained_on(run, recipe)
     images, names = None, []
     if need_images:
@@ -498,8 +499,13 @@ def _specs(texts: Sequence[str]) -> list[Any]:
 @click.option("--weights", type=click.Path(), metavar="FILE",
               help="Weights for a timm: SOURCE, for use offline: a state dict saved from timm "
                    "(.safetensors, .pth or .bin).")
+@click.option("--plugins", "plugin_paths", multiple=True, type=click.Path(), metavar="PATH",
+              help="Plugin file or folder to load (code: yours to trust). Repeatable.")
+@click.option("--trust-plugins", is_flag=True,
+              help="Import the plugin files the run's recipe.yaml names (they are code).")
 def viz(source: str, image_paths: tuple[str, ...], specs: tuple[str, ...], compare: str | None,
-        out: str | None, weights: str | None) -> None:
+        out: str | None, weights: str | None, plugin_paths: tuple[str, ...],
+        trust_plugins: bool) -> None:
     """Draw attention maps of a run dir, a CHECKPOINT or timm:MODEL_NAME into PNGs.
 
     \b
@@ -509,9 +515,9 @@ def viz(source: str, image_paths: tuple[str, ...], specs: tuple[str, ...], compa
     zoo viz timm:vit_small_patch16_224.dino --image cat.jpg  (offline: --weights FILE)
     zoo list visualizer                      what there is, with options
     """
-    discover()
-    a = load_subject(source, weights, need_images=not image_paths)
-    b = load_subject(compare, need_images=False) if compare else None
+    discover(plugin_paths)
+    a = load_subject(source, weights, not image_paths, plugin_paths, trust_plugins)
+    b = load_subject(compare, None, False, plugin_paths, trust_plugins) if compare else None
     chosen = _specs(specs) or (COMPARE if b else a.visualizers or ALL)
     visualizers = build_visualizers(chosen, "--visualizer")
     if image_paths:
