@@ -295,6 +295,7 @@ def trainer_for(tmp_path: Path, epochs: int):
     run = tmp_path / "run"
     run.mkdir(exist_ok=True)
     r = load_recipe(recipe(tmp_path, epochs), ["train.eval_every=1", "log.tensorboard=false"])
+    (run / "recipe.yaml").write_text(r.to_yaml())  # a run dir, as zoo run makes it
     return Trainer(r, run), run
 
 
@@ -336,3 +337,100 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path, capsys):
     assert "finished already" in capsys.readouterr().out
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     assert again["final_val_acc"] == first["final_val_acc"]
+
+
+def test_one_run_trains_in_one_process_at_a_time(tmp_path):
+    """A second `zoo run --resume` of a run being trained is one line, exit 2; the lock goes
+    with the process that held it."""
+    from zoo.rundir import lock_run
+
+    out = tmp_path / "run"
+    proc = zoo("run", str(recipe(tmp_path, epochs=50)), "--out", str(out))
+    wait_for(out / "checkpoints" / "last", proc)
+    code, _, err = finish(zoo("run", "--resume", str(out)))
+    assert code == 2 and "another zoo process is training this run" in err
+    assert err.strip().count("\n") == 0
+    proc.kill()
+    proc.wait()
+    lock_run(out).close()  # free again once the trainer died
+
+
+def test_a_killed_sweep_takes_its_cell_with_it(tmp_path):
+    """SIGKILL of `zoo sweep` leaves no cell training unwatched: the cell gets SIGTERM
+    (checkpoints and stops), so its run dir's lock comes free."""
+    from zoo.errors import ZooError
+    from zoo.rundir import lock_run
+
+    base = recipe(tmp_path, epochs=5000)  # far longer than the test waits
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text(f"base: {base}\ncells:\n  only: {{}}\n")
+    sweep = zoo("sweep", str(sweep_file), "--out", str(tmp_path / "sw"))
+    cell = tmp_path / "sw" / "only"
+    wait_for(cell / "checkpoints" / "last", sweep)
+    with pytest.raises(ZooError):
+        lock_run(cell)  # the cell is training
+    sweep.kill()
+    sweep.wait()
+    end = time.time() + 120
+    while True:
+        try:
+            lock_run(cell).close()
+            break
+        except ZooError:
+            assert time.time() < end, "the cell kept training after its sweep died"
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 512 vs 448"),
+    OSError(28, "No space left on device"),
+])
+def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, error):
+    ckpt = tmp_path / "checkpoints"
+    good = {"w": torch.arange(4.0)}
+    checkpoint.save(ckpt, 1, good, {"step": 1})
+
+    def full(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(checkpoint.torch, "save", full)
+    with pytest.raises(checkpoint.ZooError) as e:
+        checkpoint.save(ckpt, 2, {"w": torch.zeros(4)}, {"step": 2})
+    msg = str(e.value)
+    assert "\n" not in msg and "disk full" in msg and "step-00000001 is intact" in msg
+    assert sorted(p.name for p in ckpt.iterdir()) == ["last", "step-00000001"]  # no debris
+    assert torch.equal(checkpoint.load_weights(ckpt / "last" / "model.safetensors")["w"], good["w"])
+
+
+def test_a_broken_last_link_resumes_from_the_newest_complete_step(tmp_path):
+    """A dangling checkpoints/last neither stops a resume nor makes a sweep restart (and
+    delete) a cell that has intact checkpoints."""
+    from zoo.sweep import cell_state
+
+    ckpt = tmp_path / "run" / "checkpoints"
+    checkpoint.save(ckpt, 1, {"w": torch.zeros(1)}, {"step": 1})
+    checkpoint.save(ckpt, 2, {"w": torch.ones(1)}, {"step": 2})
+    (tmp_path / "run" / "recipe.yaml").write_text("name: x\n")
+    (ckpt / "last").unlink()
+    (ckpt / "last").symlink_to("step-00000009")  # dangling
+    assert checkpoint.newest(ckpt) == ckpt / "step-00000002"
+    assert cell_state(tmp_path / "run") == "resume"
+
+
+def test_a_kill_between_the_link_updates_leaves_last_on_the_previous_step(tmp_path, monkeypatch):
+    """`best` moves first: a kill before `last` moves leaves `last` on the step before, so
+    the resumed run redoes this step and saves it again, best link included."""
+    ckpt = tmp_path / "checkpoints"
+    checkpoint.save(ckpt, 1, {"w": torch.zeros(1)}, {"step": 1}, best=True)
+    real = checkpoint._point
+
+    def killed_at_last(link, target):
+        if link.name == "last":
+            raise KeyboardInterrupt  # the process dies here
+        real(link, target)
+
+    monkeypatch.setattr(checkpoint, "_point", killed_at_last)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(ckpt, 2, {"w": torch.ones(1)}, {"step": 2}, best=True)
+    assert os.readlink(ckpt / "last") == "step-00000001"
+    assert os.readlink(ckpt / "best") == "step-00000002"

@@ -27,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, first_line
 from zoo.recipe import regular_stat
 from zoo.registry import clip
 
@@ -69,32 +69,58 @@ def save(
     ema: dict[str, torch.Tensor] | None = None,
     best: bool = False,
 ) -> Path:
-    """Write one complete checkpoint and point `last` (and `best`) at it."""
+    """Write one complete checkpoint and point `last` (and `best`) at it.
+
+    Written aside, then published by a rename; `best` moves before `last`, so a kill
+    between the two leaves `last` on the previous step, whose resume saves this one again.
+    A write that fails (a full disk) removes its debris and says the previous checkpoint is
+    intact, in one line.
+    """
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:08d}"
     final = ckpt_dir / name
     tmp = ckpt_dir / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    cpu = {k: v.detach().cpu().contiguous() for k, v in model.items()}
-    save_file(cpu, tmp / MODEL_FILE, metadata={"format": "pt", "step": str(step)})
-    if ema is not None:
-        cpu_ema = {k: v.detach().cpu().contiguous() for k, v in ema.items()}
-        save_file(cpu_ema, tmp / EMA_FILE, metadata={"format": "pt", "step": str(step)})
-    torch.save(state, tmp / STATE_FILE)
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+    try:
+        tmp.mkdir()
+        cpu = {k: v.detach().cpu().contiguous() for k, v in model.items()}
+        save_file(cpu, tmp / MODEL_FILE, metadata={"format": "pt", "step": str(step)})
+        if ema is not None:
+            cpu_ema = {k: v.detach().cpu().contiguous() for k, v in ema.items()}
+            save_file(cpu_ema, tmp / EMA_FILE, metadata={"format": "pt", "step": str(step)})
+        torch.save(state, tmp / STATE_FILE)
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    except (OSError, RuntimeError) as e:  # ENOSPC, or torch's zip writer ("unexpected pos")
+        shutil.rmtree(tmp, ignore_errors=True)
+        last = ckpt_dir / "last"
+        kept = f"the previous checkpoint {last.resolve()} is intact" if last.exists() else \
+            "no earlier checkpoint exists"
+        raise ZooError(f"{ckpt_dir}: could not write the checkpoint of step {step} "
+                       f"({first_line(e)}); is the disk full? {kept}") from e
     if final.exists():  # the same step saved again (e.g. final save right after an epoch save)
         shutil.rmtree(final)
     os.rename(tmp, final)
     _fsync_dir(ckpt_dir)
-    _point(ckpt_dir / "last", name)
     if best:
         _point(ckpt_dir / "best", name)
+        _fsync_dir(ckpt_dir)
+    _point(ckpt_dir / "last", name)
     _fsync_dir(ckpt_dir)
     _prune(ckpt_dir)
     return final
+
+
+def newest(ckpt_dir: Path) -> Path | None:
+    """The checkpoint to resume from: `last`, or, should that link be broken, the newest
+    complete step folder (weights and training state both there)."""
+    last = ckpt_dir / "last"
+    if last.is_dir():
+        return last
+    steps = sorted(p for p in ckpt_dir.glob("step-*")
+                   if (p / MODEL_FILE).is_file() and (p / STATE_FILE).is_file())
+    return steps[-1] if steps else None
 
 
 def to_host(obj: Any) -> Any:

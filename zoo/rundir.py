@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from zoo.errors import ZooError
 from zoo.recipe import Recipe, check_name, load_recipe
@@ -89,6 +89,26 @@ def new_run_dir(recipe: Recipe, out: str | Path | None = None) -> Path:
     atomic_write(run / RECIPE_FILE, recipe.to_yaml())
     write_json(run / "env.json", environment())
     return run
+
+
+def lock_run(run_dir: Path) -> IO[bytes]:
+    """Hold an exclusive lock on a run dir while this process trains it.
+
+    Two processes training one run (two resumes, or a sweep started twice) would overwrite
+    each other's checkpoints. The lock is flock(2) on the run's recipe.yaml, so nothing is
+    written for it, and the OS drops it when the process dies, however it dies: a killed
+    run never stays locked. Keep the returned file open while training.
+    """
+    import fcntl
+
+    f = open(run_dir / RECIPE_FILE, "rb")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise ZooError(f"{run_dir}: another zoo process is training this run; wait for it or "
+                       "stop it, then zoo run --resume") from None
+    return f
 
 
 def load_run(run_dir: str | Path) -> tuple[Path, Recipe]:

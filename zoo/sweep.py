@@ -40,6 +40,7 @@ from typing import Any
 import click
 import yaml
 
+from zoo.checkpoint import newest
 from zoo.errors import ZooError, suggest
 from zoo.recipe import parse_override, read_yaml
 from zoo.rundir import RECIPE_FILE, SUMMARY_FILE
@@ -237,7 +238,7 @@ def cell_state(run_dir: Path) -> str:
             return "finished"
     except (OSError, ValueError, AttributeError):
         pass
-    if (run_dir / "checkpoints" / "last").exists():
+    if newest(run_dir / "checkpoints") is not None:  # never "restart" (delete) over a checkpoint
         return "resume"
     if (run_dir / RECIPE_FILE).exists():
         return "restart"
@@ -308,9 +309,17 @@ def flatten(recipe: dict[str, Any]) -> dict[str, Any]:
 # Running
 
 
+def _die_with_parent() -> None:
+    """In the cell's process (Linux): SIGTERM when the sweep dies, even by SIGKILL, so the
+    cell checkpoints and stops instead of training on unwatched (PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def run_subprocess(cmd: list[str]) -> int:
     """Run one cell; Ctrl-C or SIGTERM reaches the trainer, which checkpoints, then we stop."""
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     got: list[int] = []
 
     def forward(signum: int, frame: Any) -> None:

@@ -39,6 +39,7 @@ from zoo.rundir import (
     SUMMARY_FILE,
     append_jsonl,
     atomic_write,
+    lock_run,
     read_jsonl,
     write_json,
 )
@@ -265,8 +266,8 @@ class Trainer:
         )
 
     def restore(self, run_dir: Path) -> None:
-        ckpt = run_dir / "checkpoints" / "last"
-        if not ckpt.exists():
+        ckpt = checkpoint.newest(run_dir / "checkpoints")
+        if ckpt is None:
             raise ZooError(
                 f"{run_dir}: no checkpoint to resume from yet (checkpoints/last is missing); "
                 "start the run again"
@@ -685,6 +686,15 @@ def fit(recipe: Recipe, run_dir: Path | None, resume: bool = False) -> dict[str,
         box = [str(run_dir) if run_dir else None]
         dist.broadcast_object_list(box, src=0)
         run_dir = Path(box[0])
+    lock = lock_run(run_dir) if d.main and run_dir is not None else None  # before any work
+    try:
+        return _fit_locked(recipe, run_dir, resume, d)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _fit_locked(recipe: Recipe, run_dir: Path | None, resume: bool, d: Dist) -> dict[str, Any]:
     trainer = Trainer(recipe, run_dir, d)
     if resume:
         trainer.restore(run_dir)
