@@ -17,9 +17,9 @@ from click.testing import CliRunner
 
 from tests.conftest import ROOT
 from zoo import sweep as sweep_mod
-from zoo.cli import cli, resolve
+from zoo.cli import cli
 from zoo.errors import ZooError
-from zoo.recipe import load_recipe, parse_override
+from zoo.recipe import load_recipe, parse_override, resolve
 from zoo.sweep import cell_overrides, check, load_sweep, run_sweep, yaml_value
 
 cli.add_command(sweep_mod.sweep)

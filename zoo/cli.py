@@ -99,22 +99,14 @@ def list_cmd(kind: str | None, pattern: str, as_json: bool, plugin_paths: tuple[
         click.echo(f"warning: {e}", err=True)
 
 
-def resolve(recipe_path: str, overrides: tuple[str, ...], plugin_paths: tuple[str, ...],
-            trust: bool = True):
-    """Load a recipe, import its plugins (its own files only with `trust`), check its specs."""
-    from zoo.recipe import load_plugins, load_recipe
-
-    recipe = load_recipe(recipe_path, list(overrides))
-    load_plugins(recipe, recipe_path, plugin_paths, trust)
-    return recipe
-
-
 @cli.command()
 @click.argument("recipe", type=click.Path())
 @SET_OPTION
 @PLUGINS_OPTION
 def show(recipe: str, overrides: tuple[str, ...], plugin_paths: tuple[str, ...]) -> None:
     """Print the resolved, validated RECIPE as YAML (nothing runs)."""
+    from zoo.recipe import resolve
+
     click.echo(resolve(recipe, overrides, plugin_paths).to_yaml(), nl=False)
 
 
@@ -154,9 +146,12 @@ def run(
         raise ZooError("missing RECIPE, e.g. `zoo run recipes/quickstart.yaml` (or --resume RUN_DIR)")
     else:
         recipe_path = recipe
+    from zoo.recipe import resolve
+
     # a recipe the user names is theirs; a run dir's recipe.yaml may come from anyone
     resolved = resolve(recipe_path, overrides, plugin_paths, trust=not resume or trust_plugins)
     from zoo import trainer
+    from zoo.device import is_main_process
 
     if dry_run:
         click.echo(trainer.dry_run(resolved))
@@ -164,7 +159,7 @@ def run(
     if resume:
         trainer.fit(resolved, Path(resume), resume=True)
     else:
-        run_dir = new_run_dir(resolved, out) if trainer.is_main_process() else None
+        run_dir = new_run_dir(resolved, out) if is_main_process() else None
         trainer.fit(resolved, run_dir, resume=False)
 
 

@@ -11,11 +11,11 @@ import torch
 import yaml
 
 from zoo import checkpoint, data
+from zoo.device import Dist, pick_device
 from zoo.errors import ZooError
 from zoo.model import ViT, build_model
 from zoo.recipe import Recipe, load_plugins, load_recipe
 from zoo.rundir import RECIPE_FILE, write_json
-from zoo.trainer import Dist, pick_device
 
 
 def run_of(ckpt: Path) -> Path:

@@ -473,6 +473,15 @@ def plugin_specs(recipe: Recipe) -> list[tuple[str, Any, str]]:
     ]
 
 
+def resolve(recipe_path: str | Path, overrides: Sequence[str] = (),
+            plugin_paths: Sequence[str | Path] = (), trust: bool = True) -> Recipe:
+    """Load a recipe, import its plugins (its own files only with `trust`), check its specs:
+    the recipe `zoo show`, `zoo run` and every sweep cell start from."""
+    recipe = load_recipe(recipe_path, list(overrides))
+    load_plugins(recipe, str(recipe_path), plugin_paths, trust)
+    return recipe
+
+
 def load_plugins(recipe: Recipe, source: str, extra: Sequence[str | Path] = (),
                  trust: bool = True) -> None:
     """Import the plugins a recipe needs (built-in, entry points, ZOO_PLUGIN_PATH, `extra`),

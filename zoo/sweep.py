@@ -42,7 +42,7 @@ import yaml
 
 from zoo.checkpoint import newest
 from zoo.errors import ZooError, suggest
-from zoo.recipe import parse_override, read_yaml
+from zoo.recipe import load_recipe, parse_override, read_yaml, resolve
 from zoo.rundir import RECIPE_FILE, SUMMARY_FILE
 
 SWEEP_KEYS = ("name", "base", "set", "cells", "grid")
@@ -270,9 +270,6 @@ def check(sweep: Sweep, out: Path, extra: tuple[str, ...]) -> dict[str, str]:
     `--set train.epochs=1`) is an error rather than a silent skip or resume; `log.*` keys
     may differ.
     """
-    from zoo.cli import resolve  # here: cli.py imports this module
-    from zoo.recipe import load_recipe
-
     states = {}
     for cell in sweep.cells:
         try:

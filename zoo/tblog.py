@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
@@ -11,9 +11,6 @@ from torch.utils.tensorboard.summary import hparams
 from torchvision.utils import make_grid
 
 from zoo.recipe import Recipe
-
-if TYPE_CHECKING:
-    from zoo.trainer import Trainer
 
 
 def open_writer(run_dir: Path, recipe: Recipe, step: int = 0) -> SummaryWriter:
@@ -24,7 +21,9 @@ def open_writer(run_dir: Path, recipe: Recipe, step: int = 0) -> SummaryWriter:
     return writer
 
 
-def log_epoch(writer: SummaryWriter, trainer: Trainer, metrics: dict[str, Any]) -> None:
+def log_epoch(writer: SummaryWriter, metrics: dict[str, Any], lambdas: list[Any],
+              figures: dict[str, torch.Tensor]) -> None:
+    """One evaluation: its scalars, the Diff-ViT lambdas per layer, and the figures."""
     step = metrics["step"]
     for tag, key in [
         ("train/loss", "train_loss"), ("train/acc", "train_acc"), ("train/grad_norm", "grad_norm"),
@@ -34,9 +33,9 @@ def log_epoch(writer: SummaryWriter, trainer: Trainer, metrics: dict[str, Any]) 
     ]:
         if key in metrics:  # val and test only where data.eval_splits names them
             writer.add_scalar(tag, metrics[key], step)
-    for i, lam in enumerate(trainer.model.lambdas(), start=1):
+    for i, lam in enumerate(lambdas, start=1):
         writer.add_scalar(f"lambda/layer_{i}", float(lam), step)
-    for name, image in trainer.figures().items():
+    for name, image in figures.items():
         writer.add_image(name, image, step)
     writer.flush()
 

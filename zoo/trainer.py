@@ -15,12 +15,10 @@ import contextlib
 import copy
 import json
 import math
-import os
 import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo import checkpoint, data
+from zoo.device import Dist, pick_device, seed_everything, setup_distributed, sync
 from zoo.errors import ZooError, first_line
 from zoo.model import build_model
 from zoo.recipe import Recipe
@@ -57,47 +56,6 @@ class Interrupted(Exception):
 
     def __init__(self, signum: int):
         self.signum = signum
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-@dataclass
-class Dist:
-    """Where this process sits under torchrun (rank 0 of 1 without it)."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device_pref: str) -> Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Dist()
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and device_pref != "cpu" else "gloo"
-        dist.init_process_group(backend)
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def pick_device(pref: str, d: Dist) -> torch.device:
-    if pref == "auto":
-        pref = "cuda" if torch.cuda.is_available() else "cpu"
-    if pref.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ZooError(f"train.device: '{pref}' requested but CUDA is not available; use auto or cpu")
-        device = torch.device("cuda", d.local_rank if d.world > 1 else torch.device(pref).index or 0)
-        torch.cuda.set_device(device)
-        return device
-    if pref != "cpu":
-        raise ZooError(f"train.device: unknown device '{pref}'; use auto, cpu, cuda or cuda:N")
-    return torch.device("cpu")
 
 
 def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
@@ -598,7 +556,7 @@ class Trainer:
 
             append_jsonl(self.run_dir / METRICS_FILE, metrics)
             if self.writer is not None:
-                tblog.log_epoch(self.writer, self, metrics)
+                tblog.log_epoch(self.writer, metrics, self.model.lambdas(), self.figures())
         if best or epoch % t.checkpoint_every == 0 or done:
             self.save(best=best)
 
@@ -622,14 +580,6 @@ class Trainer:
             "setup_s": self.setup_s,
             "step_mode": self.step_mode(),
         }
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device,
@@ -664,11 +614,6 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
             g["lr"].fill_(lr)
         else:
             g["lr"] = lr
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def progress(it: Any, enabled: bool, **kw: Any) -> Any:

@@ -1,0 +1,71 @@
+"""Where a process runs: its rank under torchrun, its device, its seed.
+
+The one home of device choice for training, evaluation and visualisation alike.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from zoo.errors import ZooError
+
+
+def is_main_process() -> bool:
+    """Rank 0 under torchrun (read from its environment before any process group exists)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+@dataclass
+class Dist:
+    """Where this process sits under torchrun (rank 0 of 1 without it)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_pref: str) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and device_pref != "cpu" else "gloo"
+        dist.init_process_group(backend)
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def pick_device(pref: str, d: Dist) -> torch.device:
+    if pref == "auto":
+        pref = "cuda" if torch.cuda.is_available() else "cpu"
+    if pref.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ZooError(f"train.device: '{pref}' requested but CUDA is not available; use auto or cpu")
+        device = torch.device("cuda", d.local_rank if d.world > 1 else torch.device(pref).index or 0)
+        torch.cuda.set_device(device)
+        return device
+    if pref != "cpu":
+        raise ZooError(f"train.device: unknown device '{pref}'; use auto, cpu, cuda or cuda:N")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed torch; `deterministic` also makes its kernels deterministic (slower, exact)."""
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device (CUDA) to finish its queued work; a no-op on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
