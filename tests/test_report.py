@@ -131,3 +131,14 @@ def test_no_runs_is_a_one_line_error(tmp_path, make):
     result = CliRunner().invoke(cli, ["report", str(tmp_path / "empty")])
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+
+
+def test_run_names_are_inert_text_in_the_report(tmp_path):
+    """A run dir named with HTML and a line break stays one table cell of plain text."""
+    root = tmp_path / "runs"
+    make_run(root / "<img src=x onerror=alert(1)>\nrow|cell", 4, [0.5], finished=True)
+    make_run(root / "plain", 4, [0.6], finished=True)
+    write_report([root], root)
+    md = (root / "report.md").read_text()
+    assert "<img" not in md and "&lt;img src=x onerror=alert(1)&gt; row\\|cell |" in md
+    assert all(line.startswith("|") for line in md.splitlines() if "onerror" in line)

@@ -434,3 +434,28 @@ def test_a_kill_between_the_link_updates_leaves_last_on_the_previous_step(tmp_pa
         checkpoint.save(ckpt, 2, {"w": torch.ones(1)}, {"step": 2}, best=True)
     assert os.readlink(ckpt / "last") == "step-00000001"
     assert os.readlink(ckpt / "best") == "step-00000002"
+
+
+def test_zoo_eval_writes_elsewhere_with_out(reference, tmp_path, monkeypatch):
+    """--out keeps a run dir untouched (it may be read-only); a run dir that refuses the
+    write is one line pointing at --out."""
+    def files() -> dict[Path, bytes]:
+        return {p: p.read_bytes() for p in reference.rglob("*") if p.is_file()}
+
+    before = files()
+    result = CliRunner().invoke(cli, ["eval", str(reference), "--split", "test",
+                                      "--out", str(tmp_path / "ev")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "ev" / "eval_test.json").is_file()
+    assert (tmp_path / "ev" / "figures" / "confusion_test.png").is_file()
+    assert files() == before
+
+    from zoo import evaluate
+
+    def read_only(path, obj):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(evaluate, "write_json", read_only)
+    refused = CliRunner().invoke(cli, ["eval", str(reference), "--split", "test"])
+    assert refused.exit_code == 2 and "--out DIR" in refused.output
+    assert "Permission denied" in refused.output and "Traceback" not in refused.output

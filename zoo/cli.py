@@ -174,8 +174,10 @@ def run(
               help="Which checkpoint of a run dir: its last, its best (by val accuracy), or a PATH.")
 @PLUGINS_OPTION
 @TRUST_OPTION
+@click.option("--out", type=click.Path(), help="Folder for eval_<split>.json and the figure "
+              "(default: the run dir, which may be read-only).")
 def eval_cmd(source: str, split: str, dataset: str | None, overrides: tuple[str, ...], device: str,
-             which: str, plugin_paths: tuple[str, ...], trust_plugins: bool) -> None:
+             which: str, plugin_paths: tuple[str, ...], trust_plugins: bool, out: str | None) -> None:
     """Evaluate a run dir or CHECKPOINT: accuracy, per-class accuracy, confusion matrix.
 
     Writes eval_<split>.json and figures/confusion_<split>.png into the run dir.
@@ -183,7 +185,7 @@ def eval_cmd(source: str, split: str, dataset: str | None, overrides: tuple[str,
     from zoo.evaluate import evaluate
 
     result = evaluate(source, split, dataset, list(overrides), device, which, plugin_paths,
-                      trust_plugins)
+                      trust_plugins, out)
     click.echo(f"checkpoint: {result['checkpoint']}")
     click.echo(f"{split} accuracy: {result['acc']:.4f}  ({result['images']} images)")
     width = max(len(c) for c in result["per_class_acc"])

@@ -12,7 +12,7 @@ import yaml
 
 from zoo import checkpoint, data
 from zoo.device import Dist, pick_device
-from zoo.errors import ZooError
+from zoo.errors import ZooError, first_line
 from zoo.model import ViT, build_model
 from zoo.recipe import Recipe, load_plugins, load_recipe
 from zoo.rundir import RECIPE_FILE, write_json
@@ -141,9 +141,10 @@ def plot_confusion(cm: torch.Tensor, classes: list[str], title: str, path: Path)
 def evaluate(
     source: str | Path, split: str = "test", dataset: str | None = None,
     overrides: list[str] | None = None, device: str = "auto", which: str = "last",
-    plugins: Sequence[str | Path] = (), trust_plugins: bool = False,
+    plugins: Sequence[str | Path] = (), trust_plugins: bool = False, out: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a run or checkpoint on `split`; write eval_<split>.json and a figure."""
+    """Evaluate a run or checkpoint on `split`; write eval_<split>.json and a figure into the
+    run dir, or into `out` (a run dir may be read-only, or someone else's)."""
     overrides = list(overrides or [])
     if dataset is not None:
         try:
@@ -171,7 +172,12 @@ def evaluate(
         "per_class_acc": dict(zip(ds.classes, per_class, strict=True)),
         "confusion": cm.tolist(),
     }
-    write_json(run / f"eval_{split}.json", result)
-    plot_confusion(cm, ds.classes, f"{recipe.name} — {split} acc {result['acc']:.4f}",
-                   run / "figures" / f"confusion_{split}.png")
+    folder = Path(out) if out is not None else run
+    try:
+        write_json(folder / f"eval_{split}.json", result)
+        plot_confusion(cm, ds.classes, f"{recipe.name} — {split} acc {result['acc']:.4f}",
+                       folder / "figures" / f"confusion_{split}.png")
+    except OSError as e:
+        raise ZooError(f"{folder}: cannot write the evaluation ({first_line(e)}); "
+                       "write it elsewhere with --out DIR") from e
     return result

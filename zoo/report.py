@@ -159,8 +159,16 @@ def _fmt(column: str, value: Any) -> str:
         return f"{value:.0f}"
     if column == "epochs":
         return f"{value:g}"
-    text = value if isinstance(value, str) else yaml_value(value)
-    return text.replace("|", "\\|")
+    return md_text(value if isinstance(value, str) else yaml_value(value))
+
+
+def md_text(text: str) -> str:
+    """Text from a run (its folder name, recipe values) as inert Markdown table text: no
+    HTML, no line breaks, no column breaks, whatever the run dir holds."""
+    text = " ".join(text.split())
+    for raw, safe in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|")):
+        text = text.replace(raw, safe)
+    return text
 
 
 HEADERS = {
@@ -174,7 +182,7 @@ def markdown(title: str, columns: list[str], rows: list[dict[str, Any]],
              plotted: dict[str, str]) -> str:
     heads = [HEADERS.get(c, c.replace("_acc", " acc %") if c.endswith("_acc") else c) for c in columns]
     lines = [
-        f"# {title}", "",
+        f"# {md_text(title)}", "",
         f"{len(rows)} runs, {sum(r['status'] == 'finished' for r in rows)} finished. Every "
         "number is what the run itself measured and logged (see its env.json for the "
         "machine); throughput is training images per second in the last evaluated epoch.", "",
