@@ -203,12 +203,15 @@ def stage_zoo_run(c: Check) -> dict:
            *[a for s in sets for a in ("--set", s)]]
     metrics = run_dir / "metrics.jsonl"
 
-    # 1. train until the first evaluation is logged, then SIGKILL inside the next epoch
+    # 1. train until the first evaluation is logged and its checkpoint is on disk (written
+    # by a background thread, after the metrics), then SIGKILL inside the next epoch
     tic = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=c.env())
     deadline = tic + c.timeout(240)
-    while not read_jsonl(metrics) and proc.poll() is None and time.perf_counter() < deadline:
+    last = run_dir / "checkpoints" / "last"
+    while (not read_jsonl(metrics) or not last.exists()) and proc.poll() is None \
+            and time.perf_counter() < deadline:
         time.sleep(0.05)
     first_epoch_s = time.perf_counter() - tic
     killed = proc.poll() is None

@@ -87,8 +87,22 @@ def test_sigkill_after_checkpoint_then_resume_is_bit_identical(tmp_path, referen
     code, _, err = finish(zoo("run", "--resume", str(out)))
     assert code == 0, err
     assert_identical(weights(out), weights(reference))
+    assert_same_training_state(out, reference)
     epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2, 3, 4]
+
+
+def assert_same_training_state(run: Path, reference: Path) -> None:
+    """Not only the weights: the EMA weights and the optimizer's moments match too (a resume
+    that forgot to restore either would still end with identical raw weights)."""
+    last, ref = run / "checkpoints" / "last", reference / "checkpoints" / "last"
+    assert_identical(load_file(last / "ema.safetensors"), load_file(ref / "ema.safetensors"))
+    a = checkpoint.load_state(last / "state.pt")["optimizer"]["state"]
+    b = checkpoint.load_state(ref / "state.pt")["optimizer"]["state"]
+    assert a.keys() == b.keys() and a
+    for k in a:
+        for name in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(a[k][name], b[k][name]), (k, name)
 
 
 def test_sigint_saves_prints_resume_and_continues_exactly(tmp_path, reference):
@@ -100,9 +114,13 @@ def test_sigint_saves_prints_resume_and_continues_exactly(tmp_path, reference):
     code, _, err = finish(proc)
     assert code == 130, err
     assert f"zoo run --resume {out}" in err
+    # the signal saved a checkpoint where it arrived, inside epoch 2 (16 steps an epoch)
+    saved = checkpoint.load_state(out / "checkpoints" / "last" / "state.pt")["step"]
+    assert 16 < saved < 32, saved
     code, _, err = finish(zoo("run", "--resume", str(out)))
     assert code == 0, err
     assert_identical(weights(out), weights(reference))
+    assert_same_training_state(out, reference)
 
 
 def test_sigterm_exits_143(tmp_path):
