@@ -63,11 +63,7 @@ def load_checkpoint(
     load_plugins(recipe, str(recipe_path), plugins, trust_plugins)
     model = build_model(recipe.model)
     ema = ckpt / checkpoint.EMA_FILE
-    weights = checkpoint.load_weights(ema if ema.exists() else ckpt / checkpoint.MODEL_FILE)
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as e:
-        raise ZooError(f"{ckpt}: weights do not fit the run's recipe ({str(e).splitlines()[0]})") from e
+    checkpoint.load_model(model, ema if ema.exists() else ckpt / checkpoint.MODEL_FILE, recipe_path)
     return model.eval(), recipe, run, ckpt.resolve()
 
 
