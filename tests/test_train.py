@@ -220,6 +220,13 @@ def test_every_cifar_recipe_names_its_source_and_number():
         assert re.search(r"\d\d\.\d\d%|no published|not a reproduction", header), path.name
 
 
+def test_in_chans_mismatch_is_one_line(tmp_path):
+    result = CliRunner().invoke(cli, ["run", str(tiny_recipe(tmp_path)), "--dry-run",
+                                      "--set", "model.in_chans=1"])
+    assert result.exit_code == 2
+    assert "model.in_chans: 1, but the dataset's images have 3 channels" in result.output
+
+
 def test_num_classes_mismatch_is_one_line(tmp_path):
     result = CliRunner().invoke(cli, ["run", str(tiny_recipe(tmp_path)), "--dry-run",
                                       "--set", "model.num_classes=7"])

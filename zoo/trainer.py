@@ -107,6 +107,10 @@ class Trainer:
                                    recipe.model.img_size, recipe.data.root)
         self.train_data = sets.pop("train")
         self.eval_data = sets  # split -> data, in the recipe's order (data.eval_splits)
+        chans = len(self.train_data.mean)  # one mean per channel, for every dataset kind
+        if chans != recipe.model.in_chans:
+            raise ZooError(f"model.in_chans: {recipe.model.in_chans}, but the dataset's images "
+                           f"have {chans} channels; set --set model.in_chans={chans}")
         n_cls = len(self.train_data.classes)
         if n_cls != recipe.model.num_classes:
             raise ZooError(
