@@ -477,3 +477,30 @@ def test_zoo_eval_writes_elsewhere_with_out(reference, tmp_path, monkeypatch):
     refused = CliRunner().invoke(cli, ["eval", str(reference), "--split", "test"])
     assert refused.exit_code == 2 and "--out DIR" in refused.output
     assert "Permission denied" in refused.output and "Traceback" not in refused.output
+
+
+def test_two_ddp_processes_reach_the_weights_of_one_at_the_same_global_batch(tmp_path):
+    """Without random augmentation, 2 ranks of 32 images see exactly the images of one
+    process's batch of 64 and average the same gradient: the same weights, to float
+    rounding. Only rank 0 writes: one metrics line per evaluation, one checkpoint per save."""
+    path = recipe(tmp_path, epochs=1, extra="")
+    plain = path.read_text().replace(
+        "augment: [{random_crop: {padding: 2}}, hflip, {mixup: {p: 0.5}}]", "augment: []")
+    path.write_text(plain.replace("ema: 0.9", "ema: null"))
+    one, two = tmp_path / "one", tmp_path / "two"
+    code, _, err = finish(zoo("run", str(path), "--out", str(one)))
+    assert code == 0, err
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                "--master_port", str(30500 + os.getpid() % 1000)]
+    proc = subprocess.run([*torchrun, "-m", "zoo", "run", str(path), "--out", str(two)],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a, b = weights(one), weights(two)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=2e-5, rtol=1e-4, msg=k)
+    assert len(read_jsonl(two / "metrics.jsonl")) == 1
+    assert proc.stdout.count("done:") == 1  # rank 1 prints nothing of its own
+    assert sorted(p.name for p in (two / "checkpoints").iterdir()) == sorted(
+        p.name for p in (one / "checkpoints").iterdir())
