@@ -208,3 +208,32 @@ def test_a_run_dirs_plugin_files_run_only_when_trusted(zoo_exe, tmp_path):
     trusted = run_zoo(zoo_exe, "eval", str(run), "--split", "val", "--trust-plugins")
     assert trusted.returncode == 0, trusted.stderr
     assert marker.exists()
+
+
+def test_entry_point_plugins_and_the_discovery_order(zoo_exe, tmp_path):
+    """An installed package's `zoo.plugins` entry point is discovered (a tiny package in a
+    temp site dir), and sources load in the documented order: built-in, entry points,
+    ZOO_PLUGIN_PATH, then --plugins; the same name twice names both files, first loaded first."""
+    site = tmp_path / "site"
+    (site / "zoo_ep_demo").mkdir(parents=True)
+    (site / "zoo_ep_demo" / "__init__.py").write_text(MY_ATTN.format(name="ep_attn"))
+    info = site / "zoo_ep_demo-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: zoo-ep-demo\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[zoo.plugins]\ndemo = zoo_ep_demo\n")
+    env = {"PYTHONPATH": str(site)}
+    listed = run_zoo(zoo_exe, "list", "attention", env=env)
+    assert listed.returncode == 0 and "ep_attn" in listed.stdout, listed.stderr
+
+    env_dir, mine = tmp_path / "env", tmp_path / "mine"
+    env_dir.mkdir()
+    mine.mkdir()
+    (env_dir / "again.py").write_text(MY_ATTN.format(name="ep_attn"))
+    clash = run_zoo(zoo_exe, "list", "attention", env={**env, "ZOO_PLUGIN_PATH": str(env_dir)})
+    assert (f"registered twice: in {site / 'zoo_ep_demo' / '__init__.py'} and in "
+            f"{env_dir / 'again.py'}") in clash.stderr
+    (env_dir / "again.py").write_text(MY_ATTN.format(name="env_attn"))
+    (mine / "late.py").write_text(MY_ATTN.format(name="env_attn"))
+    late = run_zoo(zoo_exe, "list", "attention", "--plugins", str(mine / "late.py"),
+                   env={**env, "ZOO_PLUGIN_PATH": str(env_dir)})
+    assert f"in {env_dir / 'again.py'} and in {mine / 'late.py'}" in late.stderr
