@@ -27,9 +27,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from zoo.errors import ZooError, first_line
+from zoo.errors import ZooError, clip, first_line
 from zoo.recipe import regular_stat
-from zoo.registry import clip
 
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"

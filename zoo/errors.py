@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import functools
 import os
+import reprlib
 import sys
 from collections.abc import Callable, Iterable
 from typing import TypeVar
@@ -14,6 +15,24 @@ F = TypeVar("F", bound=Callable)
 
 class ZooError(Exception):
     """A mistake in what the user gave us (recipe, plugin, path, file), not a bug."""
+
+
+# A bounded look at a value: a YAML alias bomb is a few hundred bytes in memory but gigabytes
+# once printed, so an error message must never build the full repr of what it quotes.
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 4
+
+
+def clip(text: str, width: int = 80) -> str:
+    """`text` cut to `width` characters, so that an error stays one readable line."""
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def brief(value: object, width: int = 80) -> str:
+    """A repr of `value` for an error message, at most `width` characters, built from a
+    bounded look at it (reprlib), never by walking all of a huge or shared structure."""
+    return clip(_REPR.repr(value), width)
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:

@@ -20,8 +20,7 @@ from typing import Any
 
 import yaml
 
-from zoo.errors import ZooError, suggest
-from zoo.registry import brief, clip
+from zoo.errors import ZooError, brief, clip, suggest
 
 Spec = Any  # a plugin spec: `name` or `{name: {param: value}}`
 
@@ -379,7 +378,7 @@ def from_dict(data: dict[str, Any], source: str = "recipe") -> Recipe:
                        f"true, false, cuda{suggest(recipe.train.compile, ['cuda'])}")
     splits = recipe.data.eval_splits
     if not splits or len(set(splits)) < len(splits) or not set(splits) <= {"val", "test"}:
-        raise ZooError(f"{source}: data.eval_splits: {splits} must name val, test or both, "
+        raise ZooError(f"{source}: data.eval_splits: {brief(splits)} must name val, test or both, "
                        "once each (e.g. [test] to report the test set as papers do)")
     if recipe.data.repeats < 1:
         raise ZooError(f"{source}: data.repeats: {recipe.data.repeats} must be 1 or more "

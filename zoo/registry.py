@@ -13,7 +13,6 @@ import importlib.resources
 import importlib.util
 import inspect
 import os
-import reprlib
 import sys
 import traceback
 from collections.abc import Callable, Iterable
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo.errors import ZooError, suggest
+from zoo.errors import ZooError, brief, clip, suggest
 
 # What zoo passes to each kind's plugins; a recipe may not set these.
 CONTEXT: dict[str, tuple[str, ...]] = {
@@ -32,24 +31,6 @@ CONTEXT: dict[str, tuple[str, ...]] = {
     "dataset": ("split", "img_size", "root"),
 }
 KINDS = tuple(CONTEXT)
-
-# A bounded look at a value: a YAML alias bomb is a few hundred bytes in memory but gigabytes
-# once printed, so an error message must never build the full repr of what it quotes.
-_REPR = reprlib.Repr()
-_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
-_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 4
-
-
-def clip(text: str, width: int = 80) -> str:
-    """`text` cut to `width` characters, so that an error stays one readable line."""
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def brief(value: object, width: int = 80) -> str:
-    """A repr of `value` for an error message, at most `width` characters, built from a
-    bounded look at it (reprlib), never by walking all of a huge or shared structure."""
-    return clip(_REPR.repr(value), width)
-
 
 @dataclass
 class Plugin:
