@@ -148,14 +148,20 @@ def test_cifar_recipes_train_on_all_50k_and_report_the_test_set(tmp_path):
     assert "data:       50000 train / 10000 test images (x3 per epoch)" in dry.output
 
 
+def tiny_cifar_run(name: str, out, cifar_root, steps: int, depth: int):
+    """A shipped CIFAR recipe, shrunk to a few CPU steps on generated CIFAR-10 files."""
+    result = CliRunner().invoke(cli, [
+        "run", str(ROOT / "recipes" / f"{name}.yaml"), "--out", str(out),
+        "--set", f"data.root={cifar_root}", "--set", "data.dataset={cifar10: {download: false}}",
+        "--set", "log.progress=false", "--set", "train.amp=none", "--set", f"train.max_steps={steps}",
+        "--set", "data.batch_size=16", "--set", "data.repeats=1", "--set", f"model.depth={depth}"])
+    assert result.exit_code == 0, result.output
+    return result
+
+
 def test_a_run_that_reports_test_logs_test_accuracy_and_picks_no_best_by_it(tmp_path, cifar_root):
     out = tmp_path / "run"
-    result = CliRunner().invoke(cli, [
-        "run", str(ROOT / "recipes" / "vit_p4.yaml"), "--out", str(out),
-        "--set", f"data.root={cifar_root}", "--set", "data.dataset={cifar10: {download: false}}",
-        "--set", "log.progress=false", "--set", "train.amp=none", "--set", "train.max_steps=2",
-        "--set", "data.batch_size=16", "--set", "data.repeats=1", "--set", "model.depth=2"])
-    assert result.exit_code == 0, result.output
+    result = tiny_cifar_run("vit_p4", out, cifar_root, steps=2, depth=2)
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {"test_acc", "test_loss"} <= set(metrics[-1]) and "val_acc" not in metrics[-1]
     summary = json.loads((out / "summary.json").read_text())
@@ -178,12 +184,7 @@ def test_a_run_keeps_its_data_stats_so_images_need_no_dataset(tmp_path, cifar_ro
     from PIL import Image
 
     out = tmp_path / "run"
-    result = CliRunner().invoke(cli, [
-        "run", str(ROOT / "recipes" / "vit_p8.yaml"), "--out", str(out),
-        "--set", f"data.root={cifar_root}", "--set", "data.dataset={cifar10: {download: false}}",
-        "--set", "log.progress=false", "--set", "train.amp=none", "--set", "train.max_steps=1",
-        "--set", "data.batch_size=16", "--set", "data.repeats=1", "--set", "model.depth=1"])
-    assert result.exit_code == 0, result.output
+    tiny_cifar_run("vit_p8", out, cifar_root, steps=1, depth=1)
     info = json.loads((out / "data.json").read_text())
     assert info["mean"] == [0.4914, 0.4822, 0.4465] and info["std"] == [0.2470, 0.2435, 0.2616]
     assert info["classes"][:2] == ["airplane", "automobile"]
