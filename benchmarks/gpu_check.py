@@ -44,8 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: zoo and benchmarks from this checkout
 
 from benchmarks.cifar_files import write_cifar10  # noqa: E402
+from zoo.io import atomic_write, read_jsonl  # noqa: E402
 from zoo.recipe import load_recipe  # noqa: E402
-from zoo.rundir import atomic_write, read_jsonl  # noqa: E402
 
 PY = sys.executable
 STAGES = ("env", "cuda_tests", "bench_models", "bench_train", "zoo_run", "fp16_profile")
@@ -55,7 +55,7 @@ TINY_MODEL = ["model.dim=32", "model.depth=2", "model.heads=2", "model.mlp_ratio
 
 ENV_CODE = """
 import json, subprocess, torch
-from zoo.rundir import environment
+from zoo.runs import environment
 env = environment()
 env.pop("argv", None)
 if torch.cuda.is_available():

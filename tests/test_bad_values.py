@@ -21,9 +21,10 @@ from torch import nn
 
 from zoo import checkpoint
 from zoo.errors import ZooError
-from zoo.recipe import MAX_BYTES, RANGES, Recipe, from_dict, load_recipe
+from zoo.recipe import MAX_BYTES, load_recipe
 from zoo.registry import Plugin, check_params, parse_spec
-from zoo.rundir import new_run_dir
+from zoo.runs import new_run_dir
+from zoo.schema import RANGES, Recipe, from_dict
 
 SECRET = "SECRETHASH42"
 

@@ -15,7 +15,7 @@ from tests.test_train import tiny_recipe
 from zoo import registry
 from zoo.cli import cli
 from zoo.recipe import load_recipe
-from zoo.rundir import new_run_dir
+from zoo.runs import new_run_dir
 from zoo.trainer import Trainer
 
 pytestmark = pytest.mark.cuda

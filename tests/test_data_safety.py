@@ -286,7 +286,7 @@ def test_16_bit_png_is_scaled_to_8_bit(tmp_path):
 
 
 def test_images_over_the_pixel_cap_are_refused_before_decoding(tmp_path, monkeypatch):
-    import zoo.data
+    import zoo.io
 
     (tmp_path / "a").mkdir()
     huge = tmp_path / "a" / "huge.png"
@@ -297,7 +297,7 @@ def test_images_over_the_pixel_cap_are_refused_before_decoding(tmp_path, monkeyp
 
     Image.fromarray(np.zeros((20, 20), np.uint8)).save(huge)  # now 400 pixels
     assert imagefolder(tmp_path)[0][0].shape == (3, 16, 16)
-    monkeypatch.setattr(zoo.data, "MAX_IMAGE_PIXELS", 399)  # the cap is the stated constant
+    monkeypatch.setattr(zoo.io, "MAX_IMAGE_PIXELS", 399)  # the cap is the stated constant
     assert "20x20" in one_line_error(lambda: imagefolder(tmp_path)[0])
 
 

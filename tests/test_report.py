@@ -12,10 +12,8 @@ from click.testing import CliRunner
 
 from zoo.cli import cli
 from zoo.errors import ZooError
-from zoo.recipe import Recipe
-from zoo.report import find_runs, plot_titles, report, write_report
-
-cli.add_command(report)
+from zoo.report import find_runs, plot_titles, write_report
+from zoo.schema import Recipe
 
 
 def make_run(path: Path, patch: int, accs: list[float], finished: bool, test_acc: float | None = None) -> None:

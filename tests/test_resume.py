@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from zoo import checkpoint
 from zoo.cli import cli
-from zoo.rundir import read_jsonl
+from zoo.io import read_jsonl
 
 RECIPE = """
 name: robust
@@ -360,7 +360,7 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path, capsys):
 def test_one_run_trains_in_one_process_at_a_time(tmp_path):
     """A second `zoo run --resume` of a run being trained is one line, exit 2; the lock goes
     with the process that held it."""
-    from zoo.rundir import lock_run
+    from zoo.runs import lock_run
 
     out = tmp_path / "run"
     proc = zoo("run", str(recipe(tmp_path, epochs=50)), "--out", str(out))
@@ -377,7 +377,7 @@ def test_a_killed_sweep_takes_its_cell_with_it(tmp_path):
     """SIGKILL of `zoo sweep` leaves no cell training unwatched: the cell gets SIGTERM
     (checkpoints and stops), so its run dir's lock comes free."""
     from zoo.errors import ZooError
-    from zoo.rundir import lock_run
+    from zoo.runs import lock_run
 
     base = recipe(tmp_path, epochs=5000)  # far longer than the test waits
     sweep_file = tmp_path / "s.yaml"

@@ -19,10 +19,8 @@ from tests.conftest import ROOT
 from zoo import sweep as sweep_mod
 from zoo.cli import cli
 from zoo.errors import ZooError
-from zoo.recipe import load_recipe, parse_override, resolve
-from zoo.sweep import cell_overrides, check, load_sweep, run_sweep, yaml_value
-
-cli.add_command(sweep_mod.sweep)
+from zoo.recipe import load_recipe, parse_override, resolve, yaml_value
+from zoo.sweep import cell_overrides, check, load_sweep, run_sweep
 
 BASE = """\
 name: tiny
@@ -282,8 +280,7 @@ def test_bad_sweep_files_are_one_line_errors(tmp_path, case):
 
 def test_bad_sweep_file_in_a_real_process(tmp_path):
     path = write_sweep(tmp_path, BAD["unknown recipe key"][0])
-    code = ("import sys; from zoo.cli import cli; from zoo.sweep import sweep; "
-            "cli.add_command(sweep); sys.exit(cli(prog_name='zoo'))")
+    code = "import sys; from zoo.cli import cli; sys.exit(cli(prog_name='zoo'))"
     result = subprocess.run([sys.executable, "-c", code, "sweep", str(path), "--dry-run"],
                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 2 and result.stdout == ""

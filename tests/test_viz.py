@@ -21,10 +21,10 @@ from zoo import checkpoint, viz
 from zoo.cli import cli
 from zoo.data import build_datasets
 from zoo.errors import ZooError
-from zoo.evaluate import load_trained
 from zoo.model import build_model
 from zoo.recipe import load_recipe
 from zoo.registry import discover
+from zoo.runs import load_trained
 
 
 def one_line_error(result, *fragments: str) -> str:

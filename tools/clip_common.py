@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from zoo.data import open_rgb
 from zoo.errors import ZooError, first_line, suggest
+from zoo.io import open_rgb
 
 with warnings.catch_warnings():
     # openai-clip imports pkg_resources, which warns on every start; that is not our user's concern.

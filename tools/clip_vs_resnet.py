@@ -51,7 +51,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from zoo.errors import ZooError, exit_on_user_error, first_line, suggest
-from zoo.viz import quiet_hub_retries
+from zoo.io import quiet_hub_retries
 
 DEFAULT_RESNET = "resnet50.a1_in1k"
 GALLERIES = ("clip_better", "resnet_better")

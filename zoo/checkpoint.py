@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from zoo.errors import ZooError, clip, first_line
-from zoo.recipe import regular_stat
+from zoo.io import regular_stat
 
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
@@ -190,7 +190,7 @@ def _prune(ckpt_dir: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def resolve(path: str | Path) -> Path:
+def find(path: str | Path) -> Path:
     """A checkpoint folder from a run dir, a `checkpoints/` dir, a link or a weights file."""
     p = Path(path)
     for candidate in (p / "checkpoints" / "last", p / "last", p):

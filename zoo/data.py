@@ -12,7 +12,6 @@ mid-epoch exactly (`start_step`) and DDP ranks read disjoint shards of one permu
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,18 +23,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from zoo.errors import ZooError, first_line
+from zoo.errors import ZooError
+from zoo.io import open_rgb
 from zoo.registry import build
 
 SPLITS = ("train", "val", "test")
 DATA_FILE = "data.json"  # in a run dir: the classes and normalisation the model trained with
 Batch = tuple[Tensor, Tensor]  # uint8 images [B, C, H, W], int64 labels [B], on the device
-
-# The most pixels an image file may claim: PIL's own decompression-bomb threshold
-# (Image.MAX_IMAGE_PIXELS, 89,478,485: 256 MiB at 3 bytes a pixel), far above any photo.
-# PIL only warns between it and twice it; we refuse, from the header, before decoding.
-MAX_IMAGE_PIXELS = 89_478_485
-
 
 def check_split(split: str, name: str) -> None:
     if split not in SPLITS:
@@ -100,42 +94,6 @@ class FolderData(Dataset):
         left, top = (w - s) // 2, (h - s) // 2
         img = img.crop((left, top, left + s, top + s))
         return torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous(), label
-
-
-def open_rgb(path: str | Path, *, draft: int | None = None, exif: bool = False) -> Any:
-    """An image file as an 8-bit RGB PIL image: the one image decoder of zoo and its tools.
-
-    Files claiming more than MAX_IMAGE_PIXELS are refused from their header, before any
-    decoding. 16-bit greyscale (PIL modes I;16*, and I as older Pillow opens 16-bit PNGs)
-    is scaled from 0-65535 to 0-255: PIL's own convert() clips it at 255 (nearly white).
-    Transparent pixels become white, as a viewer shows them. `draft` lets JPEGs decode at a
-    reduced scale still at least that size; `exif` applies the EXIF orientation (phone
-    photos). Anything unreadable is a one-line ZooError naming the file.
-    """
-    from PIL import Image, ImageOps
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
-            with Image.open(path) as im:
-                pixels = im.width * im.height
-                if pixels > MAX_IMAGE_PIXELS:
-                    raise ZooError(
-                        f"{path}: {im.width}x{im.height} image ({pixels / 1e6:.0f} megapixels) "
-                        f"is over the {MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel limit "
-                        "(zoo.data.MAX_IMAGE_PIXELS); downscale or delete the file")
-                if draft:
-                    im.draft("RGB", (draft, draft))
-                img = ImageOps.exif_transpose(im) if exif else im
-                if img.mode == "I" or img.mode.startswith("I;16"):
-                    deep = np.asarray(img).astype(np.int64).clip(0, 65535)
-                    img = Image.fromarray(((deep * 255 + 32767) // 65535).astype(np.uint8))
-                if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
-                    rgba = img.convert("RGBA")
-                    img = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
-                return img.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ZooError(f"{path}: cannot read image ({first_line(e)}); fix or delete the file") from e
 
 
 def resize_images(images: Tensor, size: int, chunk: int = 1024) -> Tensor:

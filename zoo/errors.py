@@ -7,6 +7,7 @@ import functools
 import os
 import reprlib
 import sys
+import traceback
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
@@ -47,22 +48,28 @@ def first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def debug_enabled(argv: list[str] | None = None) -> bool:
-    argv = sys.argv if argv is None else argv
-    return "--debug" in argv or os.environ.get("ZOO_DEBUG", "") not in ("", "0")
+def debug_enabled(flag: bool = False) -> bool:
+    """`--debug` given (`flag`, or in sys.argv for scripts), or ZOO_DEBUG set."""
+    return flag or "--debug" in sys.argv or os.environ.get("ZOO_DEBUG", "") not in ("", "0")
+
+
+def report_user_error(error: ZooError, debug: bool = False) -> int:
+    """The one way a user error ends a command: its traceback only in debug mode, then one
+    line on stderr; returns the exit code, 2."""
+    if debug_enabled(debug):
+        traceback.print_exception(error)
+    print(f"error: {error}", file=sys.stderr)
+    return 2
 
 
 def exit_on_user_error(main: F) -> F:
-    """Wrap a script's main(): a ZooError prints one line and exits 2 (`--debug` re-raises)."""
+    """Wrap a script's main(): a ZooError prints one line and exits 2 (`--debug`: traceback)."""
 
     @functools.wraps(main)
     def wrapped(*args, **kwargs):
         try:
             return main(*args, **kwargs)
         except ZooError as e:
-            if debug_enabled():
-                raise
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(report_user_error(e))
 
     return wrapped  # type: ignore[return-value]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,84 +9,13 @@ from typing import Any
 import torch
 import yaml
 
-from zoo import checkpoint, data
+from zoo import data
 from zoo.device import Dist, pick_device
 from zoo.errors import ZooError, first_line
-from zoo.model import ViT, build_model
-from zoo.recipe import Recipe, load_plugins, load_recipe
-from zoo.rundir import RECIPE_FILE, write_json
-
-
-def run_of(ckpt: Path) -> Path:
-    """The run dir a checkpoint folder belongs to (the folder holding recipe.yaml)."""
-    for parent in (ckpt, *ckpt.resolve().parents):
-        if (parent / RECIPE_FILE).exists():
-            return parent
-    raise ZooError(f"{ckpt}: no {RECIPE_FILE} found above this checkpoint; evaluate a run dir")
-
-
-def pick_checkpoint(source: str | Path, which: str = "last") -> Path:
-    """The checkpoint folder of `source`: for a run dir, its `last` or `best` link (or a
-    checkpoint PATH given as `which`); otherwise `source` itself names a checkpoint."""
-    if which not in ("last", "best"):
-        return checkpoint.resolve(which)
-    link = Path(source) / "checkpoints" / which
-    if (Path(source) / RECIPE_FILE).exists() and which == "best" and not link.exists():
-        raise ZooError(f"{source}: no best checkpoint (runs that report the test set keep only "
-                       "last; best follows val accuracy); use --checkpoint last")
-    return checkpoint.resolve(link if link.exists() else source)
-
-
-def load_trained(
-    source: str | Path, overrides: list[str] | None = None, which: str = "last",
-    plugins: Sequence[str | Path] = (), trust_plugins: bool = False,
-) -> tuple[ViT, Recipe, Path]:
-    """Model (EMA weights when the run kept them), its recipe, and its run dir.
-
-    The plugin files the run's recipe names are code: imported only with `trust_plugins`
-    (see zoo.recipe.load_plugins); `plugins` are files the user gives.
-    """
-    model, recipe, run, _ = load_checkpoint(source, overrides, which, plugins, trust_plugins)
-    return model, recipe, run
-
-
-def load_checkpoint(
-    source: str | Path, overrides: list[str] | None = None, which: str = "last",
-    plugins: Sequence[str | Path] = (), trust_plugins: bool = False,
-) -> tuple[ViT, Recipe, Path, Path]:
-    """load_trained, and the checkpoint folder it read (a step-XXXXXXXX folder)."""
-    ckpt = pick_checkpoint(source, which)
-    run = run_of(ckpt)
-    recipe_path = run / RECIPE_FILE
-    recipe = load_recipe(recipe_path, overrides)
-    load_plugins(recipe, str(recipe_path), plugins, trust_plugins)
-    model = build_model(recipe.model)
-    ema = ckpt / checkpoint.EMA_FILE
-    checkpoint.load_model(model, ema if ema.exists() else ckpt / checkpoint.MODEL_FILE, recipe_path)
-    return model.eval(), recipe, run, ckpt.resolve()
-
-
-def trained_on(run: Path, recipe: Recipe) -> dict[str, Any]:
-    """Class names and normalisation of the run's training data (data.describe): from the
-    run's DATA_FILE, so that images need no dataset on disk; runs made before it existed
-    read their training split instead."""
-    path = run / data.DATA_FILE
-    if not path.exists():
-        train = data.build_datasets(recipe.data.dataset, ["train"], recipe.model.img_size,
-                                    recipe.data.root)["train"]
-        return data.describe(train)
-    try:
-        info = json.loads(path.read_text())
-        ok = (isinstance(info, dict) and all(isinstance(info.get(k), list) for k in
-                                             ("classes", "mean", "std"))
-              and len(info["mean"]) == len(info["std"]) == recipe.model.in_chans
-              and all(isinstance(v, int | float) for v in info["mean"] + info["std"]))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        ok = False
-    if not ok:
-        raise ZooError(f"{path}: not a valid {data.DATA_FILE} (classes, mean, std); delete it "
-                       "and the run's training data will be read instead")
-    return info
+from zoo.io import write_json
+from zoo.model import ViT
+from zoo.runs import load_checkpoint, trained_on
+from zoo.schema import Recipe
 
 
 @torch.no_grad()

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from zoo import registry
 from zoo.errors import ZooError
-from zoo.recipe import ModelConfig, from_dict
+from zoo.schema import ModelConfig, from_dict
 
 LN_EPS = 1e-6  # as in the ViT reference code (big_vision) and timm's ViTs
 

@@ -1,140 +1,27 @@
-"""YAML recipes: load, deep-merge `base:` files, apply `--set` overrides, validate.
-
-A recipe is validated against the dataclasses below, so every key a run reads is typed and
-documented here, and a typo fails with its file, key path and the closest valid key.
+"""YAML recipes: read them safely, deep-merge `base:` files, apply `--set` overrides,
+validate against zoo.schema, and import the plugins they name.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 import re
 import stat
-import types
-import typing
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from zoo.errors import ZooError, brief, clip, suggest
-
-Spec = Any  # a plugin spec: `name` or `{name: {param: value}}`
-
-
-@dataclass
-class ModelConfig:
-    """The ViT: sizes, regularisation, and which attention / positional embedding."""
-
-    img_size: int = 32
-    patch_size: int = 4
-    in_chans: int = 3
-    num_classes: int = 10
-    dim: int = 192
-    depth: int = 9
-    heads: int = 12
-    mlp_ratio: float = 2.0
-    mlp_dim: int | None = None  # overrides mlp_ratio when set
-    dropout: float = 0.0
-    attn_dropout: float = 0.0
-    drop_path: float = 0.0
-    drop_path_schedule: str = "linear"  # linear: 0 -> drop_path over the blocks (DeiT); uniform
-    qkv_bias: bool = True
-    pool: str = "cls"  # cls | mean
-    attention: Spec = "mhsa"
-    posemb: Spec = "learned_1d"
-
-
-@dataclass
-class DataConfig:
-    """Which dataset, where it lives, and the per-batch augmentations in order."""
-
-    dataset: Spec = "shapes"
-    root: str = "data"
-    batch_size: int = 128
-    eval_batch_size: int = 500
-    num_workers: int = 2
-    on_device: bool = True  # keep in-memory datasets on the training device as uint8
-    augment: list[Spec] = field(default_factory=list)
-    repeats: int = 1  # repeated augmentation: each training image this often per epoch
-    eval_splits: list[str] = field(default_factory=lambda: ["val"])  # evaluated, in order
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation, precision, schedule, evaluation and reproducibility."""
-
-    epochs: int = 10
-    max_steps: int | None = None  # stop early after this many optimizer steps (smoke tests)
-    optimizer: str = "adamw"  # adamw | sgd
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    momentum: float = 0.9
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    warmup_epochs: float = 5.0
-    min_lr: float = 1e-5
-    label_smoothing: float = 0.1
-    grad_clip: float | None = 1.0
-    amp: str = "none"  # none | bf16 | fp16
-    compile: bool | str = False  # torch.compile the model: true, false, or cuda (only on CUDA)
-    cuda_graph: bool = False  # CUDA only: replay the whole step as one CUDA graph (zoo/step.py)
-    ema: float | None = None  # EMA decay, e.g. 0.999; evaluation then uses the EMA weights
-    eval_every: int = 1
-    checkpoint_every: int = 1
-    seed: int = 0
-    deterministic: bool = False
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-
-
-@dataclass
-class LogConfig:
-    """Where the run goes and what it shows in TensorBoard."""
-
-    dir: str = "runs"
-    tensorboard: bool = True
-    progress: bool = True
-    visualizers: list[Spec] = field(default_factory=list)
-    viz_images: int = 8
-
-
-@dataclass
-class Recipe:
-    """One run, fully resolved: everything needed to repeat it."""
-
-    name: str = "run"
-    plugins: list[str] = field(default_factory=list)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    log: LogConfig = field(default_factory=LogConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-
-# ---------------------------------------------------------------------------------------
-# Loading
-
+from zoo.errors import ZooError, brief, clip
+from zoo.io import regular_stat
+from zoo.registry import check_params, discover, parse_spec, registry
+from zoo.schema import Recipe, from_dict, safe_name
 
 MAX_BYTES = 1 << 18  # recipes are ~1 KB; the worst 256 KiB parsed in 1.6 s on a 2-core CI box
 MAX_EXPANDED = 4 * MAX_BYTES  # characters after YAML aliases are expanded (~2x the text without)
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 50x faster, bounds nesting
 KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # what a recipe's top-level keys look like
-
-
-def regular_stat(path: Path) -> os.stat_result:
-    """stat `path` and refuse anything but a regular file before it is opened: a FIFO would
-    block and /dev/zero would be read forever. OSError (not found, ...) is the caller's."""
-    st = path.stat()
-    if not stat.S_ISREG(st.st_mode):
-        raise ZooError(f"{clip(str(path))}: not a regular file; give the path of a file")
-    return st
 
 
 def read_text(path: Path, limit: int = MAX_BYTES) -> str:
@@ -281,184 +168,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Load `path` (with its bases), apply `--set` overrides, and validate."""
     path = Path(path)
     data = _load_raw(path)
-    data.setdefault("name", _safe_name(path.stem))
+    data.setdefault("name", safe_name(path.stem))
     data = apply_overrides(data, list(overrides or []))
     return from_dict(data, source=str(path))
-
-
-NAME = re.compile(r"[A-Za-z0-9_.=+,-]+")  # one portable file-name component, no quoting
-
-
-def _safe_name(stem: str) -> str:
-    """A run name from a file name: characters a folder name should not hold become `_`."""
-    name = re.sub(r"[^A-Za-z0-9_.=+,-]", "_", stem)
-    return "run" if name in ("", ".", "..") else name
-
-
-def check_name(name: str, source: str) -> None:
-    """The run folder is `<log.dir>/<name>/...`: a name with `/`, `..` or an absolute path
-    would put it (and everything the run writes) somewhere else."""
-    if not NAME.fullmatch(name) or name in (".", ".."):
-        raise ZooError(f"{source}: name: {brief(name)} must be one folder name: letters, digits "
-                       "and _.-+=, only (not . or ..), e.g. name: vit_p4")
-
-
-def _nonneg(v: float) -> bool:
-    return math.isfinite(v) and v >= 0
-
-
-def _positive(v: float) -> bool:
-    return math.isfinite(v) and v > 0
-
-
-def _fraction(v: float) -> bool:
-    return 0 <= v < 1
-
-
-# (key, test, what it must be): every number a recipe holds, tested before anything runs.
-# NaN fails every test (all comparisons with it are false).
-RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
-    *((f"model.{k}", lambda v: v >= 1, "must be 1 or more")
-      for k in ("img_size", "patch_size", "in_chans", "dim", "depth", "heads")),
-    ("model.num_classes", lambda v: v >= 0, "must be 0 (features only) or more"),
-    ("model.mlp_ratio", _positive, "must be a number > 0, e.g. 4.0"),
-    ("model.mlp_dim", lambda v: v is None or v >= 1, "must be null or 1 or more"),
-    *((f"model.{k}", _fraction, "must be in [0, 1), e.g. 0.1")
-      for k in ("dropout", "attn_dropout", "drop_path")),
-    ("data.batch_size", lambda v: v >= 1, "must be 1 or more"),
-    ("data.eval_batch_size", lambda v: v >= 1, "must be 1 or more"),
-    ("data.num_workers", lambda v: v >= 0, "must be 0 (load in the main process) or more"),
-    ("train.epochs", lambda v: v >= 1, "must be 1 or more"),
-    ("train.max_steps", lambda v: v is None or v >= 1, "must be null (no limit) or 1 or more"),
-    ("train.lr", _positive, "must be a number > 0, e.g. 1e-3"),
-    ("train.weight_decay", _nonneg, "must be a number >= 0, e.g. 0.05"),
-    ("train.momentum", _fraction, "must be in [0, 1), e.g. 0.9"),
-    ("train.betas", lambda v: len(v) == 2 and all(map(_fraction, v)),
-     "must be two numbers in [0, 1), e.g. [0.9, 0.999]"),
-    ("train.warmup_epochs", _nonneg, "must be a number >= 0 (0: no warmup)"),
-    ("train.min_lr", _nonneg, "must be a number >= 0"),
-    ("train.label_smoothing", _fraction, "must be in [0, 1), e.g. 0.1"),
-    ("train.grad_clip", lambda v: v is None or _positive(v),
-     "must be null (no clipping) or a number > 0, e.g. 1.0"),
-    ("train.ema", lambda v: v is None or 0 < v < 1, "must be null (no EMA) or in (0, 1), e.g. 0.999"),
-    ("train.eval_every", lambda v: v >= 1, "must be 1 or more (epochs between evaluations)"),
-    ("train.checkpoint_every", lambda v: v >= 1, "must be 1 or more (epochs between saves)"),
-    ("train.seed", lambda v: 0 <= v < 2**32, "must be in [0, 2**32)"),
-    ("log.viz_images", lambda v: v >= 1, "must be 1 or more"),
-]
-
-
-CHOICES: dict[str, tuple[str, ...]] = {
-    "model.pool": ("cls", "mean"),
-    "model.drop_path_schedule": ("linear", "uniform"),
-    "train.optimizer": ("adamw", "sgd"),
-    "train.amp": ("none", "bf16", "fp16"),
-}
-
-
-def from_dict(data: dict[str, Any], source: str = "recipe") -> Recipe:
-    """Validate a plain mapping against the schema; errors name `source` and the key path."""
-    recipe = _build(Recipe, data, source, "")
-    check_name(recipe.name, source)
-    for key, test, must in RANGES:
-        section, name = key.split(".")
-        value = getattr(getattr(recipe, section), name)
-        if not test(value):
-            raise ZooError(f"{source}: {key}: {brief(value)} {must}")
-    for key, choices in CHOICES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(recipe, section), name)
-        if value not in choices:
-            raise ZooError(
-                f"{source}: {key}: '{clip(value)}' is not one of {', '.join(choices)}"
-                f"{suggest(value, choices)}"
-            )
-    if isinstance(recipe.train.compile, str) and recipe.train.compile != "cuda":
-        raise ZooError(f"{source}: train.compile: '{clip(recipe.train.compile)}' is not one of "
-                       f"true, false, cuda{suggest(recipe.train.compile, ['cuda'])}")
-    splits = recipe.data.eval_splits
-    if not splits or len(set(splits)) < len(splits) or not set(splits) <= {"val", "test"}:
-        raise ZooError(f"{source}: data.eval_splits: {brief(splits)} must name val, test or both, "
-                       "once each (e.g. [test] to report the test set as papers do)")
-    if recipe.data.repeats < 1:
-        raise ZooError(f"{source}: data.repeats: {recipe.data.repeats} must be 1 or more "
-                       "(3 is repeated augmentation as DeiT and Lee et al. use it)")
-    m = recipe.model
-    if m.img_size % m.patch_size:
-        raise ZooError(f"{source}: model.patch_size: {m.patch_size} does not divide img_size {m.img_size}")
-    if m.dim % m.heads:
-        raise ZooError(f"{source}: model.heads: {m.heads} does not divide dim {m.dim}")
-    return recipe
-
-
-# ---------------------------------------------------------------------------------------
-# Validation
-
-
-def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ZooError(f"{source}: {prefix.rstrip('.') or 'recipe'}: expected a mapping, got {brief(data)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in data.items():
-        if key not in fields:
-            raise ZooError(
-                f"{source}: {prefix}{clip(str(key))}: unknown key{suggest(key, fields)}; "
-                f"valid keys: {', '.join(fields)}"
-            )
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value if value is not None else {}, source, f"{prefix}{key}.")
-        else:
-            kwargs[key] = _check(hint, value, source, f"{prefix}{key}")
-    return cls(**kwargs)
-
-
-def _check(hint: Any, value: Any, source: str, key: str) -> Any:
-    """Return `value` (ints widened to float where a float is wanted) or raise a typed error."""
-    if hint is Any:
-        return value
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _check(arg, value, source, key)
-            except ZooError:
-                continue
-        raise ZooError(f"{source}: {key}: expected {_name(hint)}, got {brief(value)}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise ZooError(f"{source}: {key}: expected a list, got {brief(value)}")
-        (item,) = typing.get_args(hint)
-        return [_check(item, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):  # YAML 1.1 reads `1e-3` as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if hint in (int, float, str) and isinstance(value, bool):
-        raise ZooError(f"{source}: {key}: expected {_name(hint)}, got {brief(value)}")
-    if isinstance(hint, type) and not isinstance(value, hint):
-        raise ZooError(f"{source}: {key}: expected {_name(hint)}, got {brief(value)}")
-    return value
-
-
-def _name(hint: Any) -> str:
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " or ".join(_name(a) for a in typing.get_args(hint))
-    if hint is type(None):
-        return "null"
-    if typing.get_origin(hint) is list:
-        return f"a list of {_name(typing.get_args(hint)[0])}"
-    return getattr(hint, "__name__", str(hint))
 
 
 def plugin_specs(recipe: Recipe) -> list[tuple[str, Any, str]]:
@@ -491,8 +203,6 @@ def load_plugins(recipe: Recipe, source: str, extra: Sequence[str | Path] = (),
     someone may have shared, is not (zoo eval, zoo viz, zoo run --resume), unless the user
     says so (--trust-plugins) or gives the files again (--plugins).
     """
-    from zoo.registry import discover
-
     discover([*(recipe.plugins if trust else []), *extra])
     try:
         check_plugins(recipe, source)
@@ -507,11 +217,26 @@ def load_plugins(recipe: Recipe, source: str, extra: Sequence[str | Path] = (),
 
 def check_plugins(recipe: Recipe, source: str) -> None:
     """Every plugin the recipe names exists and gets only parameters it accepts."""
-    from zoo.registry import check_params, parse_spec, registry
-
     for kind, spec, path in plugin_specs(recipe):
         try:
             name, params = parse_spec(spec, path)
             check_params(registry(kind).get(name, path), params, path)
         except ZooError as e:
             raise ZooError(f"{source}: {e}") from e
+
+
+def yaml_value(value: Any) -> str:
+    """One-line YAML that `--set key=...` reads back as `value`."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**9).strip()
+    return text.removesuffix("...").strip()
+
+
+def section_keys(recipe: dict[str, Any]) -> dict[str, Any]:
+    """`{model: {depth: 9}}` -> `{model.depth: 9}`; plugin specs below stay whole values."""
+    out: dict[str, Any] = {}
+    for key, value in recipe.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out

@@ -18,12 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
-
 from zoo.errors import ZooError
-from zoo.recipe import read_yaml
-from zoo.rundir import METRICS_FILE, RECIPE_FILE, SUMMARY_FILE, atomic_write, read_jsonl
-from zoo.sweep import flatten, yaml_value
+from zoo.io import atomic_write, read_jsonl
+from zoo.recipe import read_yaml, section_keys, yaml_value
+from zoo.runs import METRICS_FILE, RECIPE_FILE, SUMMARY_FILE
 
 SPLIT_NAMES = {"val": "validation", "test": "test"}
 
@@ -98,7 +96,7 @@ def find_runs(roots: list[Path]) -> list[Run]:
         label = str(p.resolve().relative_to(common)) if len(paths) > 1 else p.name
         evals = {f.stem.removeprefix("eval_"): _read_json(f) for f in sorted(p.glob("eval_*.json"))}
         runs.append(Run(
-            path=p, label=label, recipe=flatten(read_yaml(p / RECIPE_FILE)),
+            path=p, label=label, recipe=section_keys(read_yaml(p / RECIPE_FILE)),
             metrics=[r for r in read_jsonl(p / METRICS_FILE)
                      if any(f"{s}_acc" in r for s in SPLIT_NAMES)],
             summary=_read_json(p / SUMMARY_FILE), evals=evals, env=_read_json(p / "env.json"),
@@ -267,19 +265,3 @@ def write_report(roots: list[Path], out: Path) -> list[Path]:
     for name, data in files.items():
         atomic_write(out / name, data)
     return [out / name for name in files]
-
-
-@click.command("report")
-@click.argument("runs_dirs", nargs=-1, required=True, type=click.Path())
-@click.option("--out", type=click.Path(), help="Where to write the report (default: the first RUNS_DIR).")
-def report(runs_dirs: tuple[str, ...], out: str | None) -> None:
-    """Compare the runs under RUNS_DIRS: report.md, report.csv and plots.
-
-    \b
-    zoo report runs/patch_size_shapes
-    zoo report runs/patch_size runs/posemb --out reports/cifar
-    """
-    roots = [Path(d) for d in runs_dirs]
-    files = write_report(roots, Path(out) if out else roots[0])
-    for f in files:
-        click.echo(f)

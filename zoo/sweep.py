@@ -38,12 +38,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from zoo.checkpoint import newest
 from zoo.errors import ZooError, suggest
-from zoo.recipe import load_recipe, parse_override, read_yaml, resolve
-from zoo.rundir import RECIPE_FILE, SUMMARY_FILE
+from zoo.recipe import load_recipe, read_yaml, resolve, section_keys, yaml_value
+from zoo.runs import RECIPE_FILE, SUMMARY_FILE
 
 SWEEP_KEYS = ("name", "base", "set", "cells", "grid")
 SAFE = re.compile(r"[^A-Za-z0-9_.=+,-]")  # no quoting in a shell, portable in a file name
@@ -154,12 +153,6 @@ def _grid(value: Any, path: Path) -> list[tuple[dict[str, Any], dict[str, str]]]
 
 # ---------------------------------------------------------------------------------------
 # Cell names
-
-
-def yaml_value(value: Any) -> str:
-    """One-line YAML that `--set key=...` reads back as `value`."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=10**9).strip()
-    return text.removesuffix("...").strip()
 
 
 def short_value(value: Any) -> str:
@@ -279,8 +272,8 @@ def check(sweep: Sweep, out: Path, extra: tuple[str, ...]) -> dict[str, str]:
         run_dir = out / cell.name
         states[cell.name] = state = cell_state(run_dir)
         if state in ("finished", "resume"):
-            had = flatten(load_recipe(run_dir / RECIPE_FILE).to_dict())
-            want = flatten(recipe.to_dict())
+            had = section_keys(load_recipe(run_dir / RECIPE_FILE).to_dict())
+            want = section_keys(recipe.to_dict())
             diff = [f"{k}: {had.get(k)!r} -> {want.get(k)!r}" for k in want
                     if had.get(k) != want.get(k) and not k.startswith("log.")]  # log: no effect on results
             if diff:
@@ -289,17 +282,6 @@ def check(sweep: Sweep, out: Path, extra: tuple[str, ...]) -> dict[str, str]:
                     "remove it or sweep into another --out"
                 )
     return states
-
-
-def flatten(recipe: dict[str, Any]) -> dict[str, Any]:
-    """`{model: {depth: 9}}` -> `{model.depth: 9}`; plugin specs below stay whole values."""
-    out: dict[str, Any] = {}
-    for key, value in recipe.items():
-        if isinstance(value, dict):
-            out.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            out[key] = value
-    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -383,37 +365,3 @@ def run_sweep(
         else:
             click.echo(f"[{i}/{n}] {cell.name}: done in {time.monotonic() - tic:.0f}s")
     return failed
-
-
-@click.command("sweep")
-@click.argument("sweep_file", type=click.Path())
-@click.option(
-    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
-    help="Override a recipe value in every cell (wins over the sweep file). Repeatable.",
-)
-@click.option("--out", type=click.Path(), help="Sweep folder (default runs/<sweep name>); each cell runs in OUT/<cell>.")
-@click.option("--dry-run", is_flag=True, help="Validate every cell and print its command, one line each.")
-def sweep(sweep_file: str, overrides: tuple[str, ...], out: str | None, dry_run: bool) -> None:
-    """Run every cell of SWEEP_FILE (a grid or list of overrides of one recipe) in turn.
-
-    Finished cells are skipped and interrupted ones resumed, so running it again completes
-    what is missing. Compare the results with `zoo report OUT`.
-
-    \b
-    zoo sweep recipes/sweeps/patch_size_shapes.yaml
-    zoo sweep recipes/sweeps/patch_size.yaml --set train.epochs=1 --out runs/smoke
-    zoo sweep recipes/sweeps/patch_size.yaml --dry-run
-    """
-    for item in overrides:
-        parse_override(item)
-    spec = load_sweep(sweep_file)
-    out_dir = Path(out) if out else Path("runs") / spec.name
-    failed = run_sweep(spec, out_dir, overrides, run_subprocess, dry_run=dry_run)
-    if dry_run:
-        return
-    n = len(spec.cells)
-    if failed:
-        click.echo(f"sweep {spec.name}: {len(failed)} of {n} cells failed: {', '.join(failed)}", err=True)
-        sys.exit(1)
-    click.echo(f"sweep {spec.name}: all {n} cells finished in {out_dir}; compare: zoo report {out_dir}")
-

@@ -10,7 +10,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 from torchvision.utils import make_grid
 
-from zoo.recipe import Recipe
+from zoo.schema import Recipe
 
 
 def open_writer(run_dir: Path, recipe: Recipe, step: int = 0) -> SummaryWriter:
@@ -40,13 +40,13 @@ def log_epoch(writer: SummaryWriter, metrics: dict[str, Any], lambdas: list[Any]
     writer.flush()
 
 
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def hparam_values(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested recipe -> {"model.dim": 192, ...}; values TensorBoard's HParams tab accepts."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(flatten(v, f"{key}."))
+            out.update(hparam_values(v, f"{key}."))
         elif isinstance(v, bool | int | float | str):
             out[key] = v
         else:
@@ -62,7 +62,7 @@ def log_final(writer: SummaryWriter, recipe: Recipe, summary: dict[str, Any]) ->
                   "final_test_loss", "img_per_s")
         if summary.get(k) is not None
     }
-    exp, ssi, sei = hparams(flatten(recipe.to_dict()), final)
+    exp, ssi, sei = hparams(hparam_values(recipe.to_dict()), final)
     for s in (exp, ssi, sei):
         writer.file_writer.add_summary(s)
     for k, v in final.items():

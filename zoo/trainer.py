@@ -30,18 +30,10 @@ from torch import nn
 from zoo import checkpoint, data
 from zoo.device import Dist, pick_device, seed_everything, setup_distributed, sync
 from zoo.errors import ZooError, first_line
+from zoo.io import append_jsonl, atomic_write, read_jsonl, write_json
 from zoo.model import build_model
-from zoo.recipe import Recipe
-from zoo.rundir import (
-    METRICS_FILE,
-    RECIPE_FILE,
-    SUMMARY_FILE,
-    append_jsonl,
-    atomic_write,
-    lock_run,
-    read_jsonl,
-    write_json,
-)
+from zoo.runs import METRICS_FILE, RECIPE_FILE, SUMMARY_FILE, lock_run
+from zoo.schema import Recipe
 from zoo.step import GraphStep
 
 LOG_EVERY = 25  # steps between host syncs for the progress bar and the finite-loss check

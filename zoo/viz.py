@@ -21,25 +21,22 @@ matplotlib's object API drawn by Agg, never pyplot: nothing global changes, noth
 
 from __future__ import annotations
 
-import contextlib
 import io
-import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import click
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from einops import rearrange
 from torch import Tensor
 
-from zoo.data import TensorData, build_datasets, normalize, open_rgb, resize_images, to_float
+from zoo.data import TensorData, build_datasets, normalize, resize_images, to_float
 from zoo.errors import ZooError, suggest
-from zoo.registry import build, discover, parse_spec
+from zoo.io import open_rgb, quiet_hub_retries, read_state_dict
+from zoo.registry import build, parse_spec
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -383,7 +380,7 @@ def load_subject(source: str, weights: str | None = None, need_images: bool = Tr
         return load_timm(source.removeprefix("timm:"), weights)
     if weights is not None:
         raise ZooError("--weights is for timm:MODEL sources; a run or checkpoint has its own weights")
-    from zoo.evaluate import load_trained, trained_on
+    from zoo.runs import load_trained, trained_on
 
     model, recipe, run = load_trained(source, plugins=plugins, trust_plugins=trust_plugins)
     stats = trained_on(run, recipe)
@@ -396,39 +393,6 @@ def load_subject(source: str, weights: str | None = None, need_images: bool = Tr
     label = f"{recipe.name} ({spec_name(recipe.model.attention)})"
     return Subject(model, label, tuple(stats["mean"]), tuple(stats["std"]),
                    run / "figures" / "viz", images, names, list(recipe.log.visualizers))
-
-
-@contextlib.contextmanager
-def quiet_hub_retries() -> Iterator[None]:
-    """huggingface_hub logs a line per download retry (about 20 when offline); the failure
-    is reported once, as a one-line error, so those lines are held back."""
-    hub = logging.getLogger("huggingface_hub")
-    level = hub.level
-    hub.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        hub.setLevel(level)
-
-
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """A state dict from .safetensors, or from .pth/.bin through torch.load(weights_only=True)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ZooError(f"--weights {path}: no such file")
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(p))
-        else:
-            state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # safetensors, pickle and zip errors have no common base
-        raise ZooError(f"--weights {path}: not a readable state dict ({type(e).__name__}); "
-                       "save one with torch.save(model.state_dict(), FILE)") from e
-    if not isinstance(state, dict):
-        raise ZooError(f"--weights {path}: expected a state dict, got {type(state).__name__}")
-    return state
 
 
 def load_timm(name: str, weights: str | None = None) -> Subject:
@@ -467,73 +431,3 @@ def load_timm(name: str, weights: str | None = None) -> Subject:
     mean, std = tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225)))
     return Subject(from_timm(tm.eval()).eval(), f"timm:{name}", mean, std,
                    Path("viz") / f"timm-{name.replace('/', '_')}")
-
-
-# ---------------------------------------------------------------------------------------
-# The command
-
-
-def _specs(texts: Sequence[str]) -> list[Any]:
-    """--visualizer values: a name or a YAML mapping {name: {param: value}}."""
-    out = []
-    for text in texts:
-        try:
-            out.append(yaml.safe_load(text))
-        except yaml.YAMLError as e:
-            raise ZooError(f"--visualizer {text}: not a name or YAML mapping") from e
-    return out
-
-
-@click.command("viz")
-@click.argument("source")
-@click.option("--image", "image_paths", multiple=True, type=click.Path(), metavar="PATH",
-              help="An image to look at (repeatable). Default: the run's first log.viz_images "
-                   "validation images.")
-@click.option("--visualizer", "specs", multiple=True, metavar="SPEC",
-              help="A visualizer name or YAML mapping, e.g. '{rollout: {fusion: max}}' "
-                   "(repeatable). Default: the recipe's log.visualizers, else all of them.")
-@click.option("--compare", metavar="SOURCE_B",
-              help="Draw SOURCE and SOURCE_B side by side (default: rollout and cls_attention).")
-@click.option("--out", type=click.Path(), help="Folder for the PNGs. Default: <run>/figures/viz, "
-              "or viz/timm-<name> for a timm model.")
-@click.option("--weights", type=click.Path(), metavar="FILE",
-              help="Weights for a timm: SOURCE, for use offline: a state dict saved from timm "
-                   "(.safetensors, .pth or .bin).")
-@click.option("--plugins", "plugin_paths", multiple=True, type=click.Path(), metavar="PATH",
-              help="Plugin file or folder to load (code: yours to trust). Repeatable.")
-@click.option("--trust-plugins", is_flag=True,
-              help="Import the plugin files the run's recipe.yaml names (they are code).")
-def viz(source: str, image_paths: tuple[str, ...], specs: tuple[str, ...], compare: str | None,
-        out: str | None, weights: str | None, plugin_paths: tuple[str, ...],
-        trust_plugins: bool) -> None:
-    """Draw attention maps of a run dir, a CHECKPOINT or timm:MODEL_NAME into PNGs.
-
-    \b
-    zoo viz runs/quickstart/<timestamp>      all four, the run's val images
-    zoo viz runs/quickstart/<timestamp> --visualizer rollout --image cat.jpg
-    zoo viz RUN_VIT --compare RUN_DIFFVIT    the two side by side
-    zoo viz timm:vit_small_patch16_224.dino --image cat.jpg  (offline: --weights FILE)
-    zoo list visualizer                      what there is, with options
-    """
-    discover(plugin_paths)
-    a = load_subject(source, weights, not image_paths, plugin_paths, trust_plugins)
-    b = load_subject(compare, None, False, plugin_paths, trust_plugins) if compare else None
-    chosen = _specs(specs) or (COMPARE if b else a.visualizers or ALL)
-    visualizers = build_visualizers(chosen, "--visualizer")
-    if image_paths:
-        images, names = load_images(image_paths, a.model.cfg.img_size)
-    elif a.images is not None:
-        images, names = a.images, a.names
-    else:
-        raise ZooError(f"{source} has no dataset to take images from; pass --image PATH")
-    with torch.no_grad():
-        if b is not None:
-            figures = compare_figures(a, b, visualizers, images, names)
-        else:
-            figures = draw(visualizers, a.model, images, model_input(a.model, images, a.mean, a.std), names)
-    folder = Path(out) if out else a.out
-    folder.mkdir(parents=True, exist_ok=True)
-    for key, fig in figures.items():
-        path = folder / f"{key}.png"
-        save_png(fig, path)
-        click.echo(str(path))

@@ -1,60 +1,14 @@
-"""The `zoo` command line: list plugins, show and run recipes, evaluate, visualise, sweep."""
+"""`zoo list`, `zoo show`, `zoo run` and `zoo eval`."""
 
 from __future__ import annotations
 
 import json
-import sys
-import traceback
 from pathlib import Path
-from typing import Any
 
 import click
 
+from zoo.cli.options import PLUGINS_OPTION, SET_OPTION, TRUST_OPTION
 from zoo.errors import ZooError
-from zoo.report import report
-from zoo.sweep import sweep
-from zoo.viz import viz
-
-
-class ZooGroup(click.Group):
-    """Turns ZooError into one line on stderr and exit code 2; `--debug` shows the traceback."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except ZooError as e:
-            if ctx.params.get("debug") or ctx.meta.get("zoo.debug"):
-                traceback.print_exc()
-            click.echo(f"error: {e}", err=True)
-            ctx.exit(2)
-
-
-SET_OPTION = click.option(
-    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
-    help="Override a recipe value (YAML-typed), e.g. --set model.depth=8. Repeatable.",
-)
-PLUGINS_OPTION = click.option(
-    "--plugins", "plugin_paths", multiple=True, type=click.Path(), metavar="PATH",
-    help="Extra plugin file or folder to load. Repeatable.",
-)
-TRUST_OPTION = click.option(
-    "--trust-plugins", is_flag=True,
-    help="Import the plugin files the run dir's recipe.yaml names (they are code).",
-)
-
-
-@click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
-@click.version_option(package_name="vit-zoo")
-def cli(debug: bool) -> None:
-    """vit-zoo: study Vision Transformers by training them.
-
-    \b
-    zoo list attention            plugins of one kind, with parameters
-    zoo show RECIPE               the resolved recipe
-    zoo run RECIPE                train (CUDA when present)
-    tensorboard --logdir runs     watch it
-    """
 
 
 def _short_path(path: str) -> str:
@@ -64,7 +18,7 @@ def _short_path(path: str) -> str:
         return path
 
 
-@cli.command("list")
+@click.command("list")
 @click.argument("kind", required=False)
 @click.argument("pattern", required=False, default="*")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
@@ -99,7 +53,7 @@ def list_cmd(kind: str | None, pattern: str, as_json: bool, plugin_paths: tuple[
         click.echo(f"warning: {e}", err=True)
 
 
-@cli.command()
+@click.command("show")
 @click.argument("recipe", type=click.Path())
 @SET_OPTION
 @PLUGINS_OPTION
@@ -110,7 +64,7 @@ def show(recipe: str, overrides: tuple[str, ...], plugin_paths: tuple[str, ...])
     click.echo(resolve(recipe, overrides, plugin_paths).to_yaml(), nl=False)
 
 
-@cli.command()
+@click.command("run")
 @click.argument("recipe", type=click.Path(), required=False)
 @SET_OPTION
 @click.option("--out", type=click.Path(), help="Run directory (default runs/<name>/<timestamp>).")
@@ -135,7 +89,7 @@ def run(
     zoo run --resume runs/quickstart/20260101-120000
     torchrun --nproc_per_node 2 -m zoo run recipes/vit_p4.yaml
     """
-    from zoo.rundir import load_run, new_run_dir
+    from zoo.runs import load_run, new_run_dir
 
     if resume:
         if recipe or overrides or out:
@@ -163,7 +117,7 @@ def run(
         trainer.fit(resolved, run_dir, resume=False)
 
 
-@cli.command("eval")
+@click.command("eval")
 @click.argument("source", type=click.Path())
 @click.option("--split", default="test", show_default=True, help="Dataset split: train, val or test.")
 @click.option("--data", "dataset", metavar="SPEC",
@@ -193,24 +147,3 @@ def eval_cmd(source: str, split: str, dataset: str | None, overrides: tuple[str,
         click.echo(f"  {name:<{width}}  {acc:.4f}")
 
 
-for command in (viz, sweep, report):
-    cli.add_command(command)
-
-
-def _remember_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-    if value:
-        ctx.meta["zoo.debug"] = True  # meta is shared by the group's context
-
-
-for command in cli.commands.values():  # `zoo CMD --debug` as well as `zoo --debug CMD`
-    command.params.append(click.Option(["--debug"], is_flag=True, expose_value=False,
-                                       callback=_remember_debug,
-                                       help="Show the full traceback of an error."))
-
-
-def main() -> None:
-    cli(prog_name="zoo")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,5 @@
-"""The run directory: creation, the environment record, atomic writes, metrics lines."""
+"""A run directory: creating and locking it, the environment record, and loading the
+trained model back from it (`zoo eval`, `zoo viz`)."""
 
 from __future__ import annotations
 
@@ -8,60 +9,21 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from zoo import checkpoint, data
 from zoo.errors import ZooError
-from zoo.recipe import Recipe, check_name, load_recipe
+from zoo.io import atomic_write, write_json
+from zoo.model import ViT, build_model
+from zoo.recipe import load_plugins, load_recipe
+from zoo.schema import Recipe, check_name
 
 RECIPE_FILE = "recipe.yaml"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: readers never see half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, json.dumps(obj, indent=2, default=str) + "\n")
-
-
-def append_jsonl(path: Path, row: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a metrics file; a torn last line (a kill mid-write) is ignored."""
-    rows = []
-    if not Path(path).exists():
-        return rows
-    for line in Path(path).read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
 
 
 def new_run_dir(recipe: Recipe, out: str | Path | None = None) -> Path:
@@ -174,3 +136,75 @@ def environment() -> dict[str, Any]:
         "argv": sys.argv,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def run_of(ckpt: Path) -> Path:
+    """The run dir a checkpoint folder belongs to (the folder holding recipe.yaml)."""
+    for parent in (ckpt, *ckpt.resolve().parents):
+        if (parent / RECIPE_FILE).exists():
+            return parent
+    raise ZooError(f"{ckpt}: no {RECIPE_FILE} found above this checkpoint; evaluate a run dir")
+
+
+def pick_checkpoint(source: str | Path, which: str = "last") -> Path:
+    """The checkpoint folder of `source`: for a run dir, its `last` or `best` link (or a
+    checkpoint PATH given as `which`); otherwise `source` itself names a checkpoint."""
+    if which not in ("last", "best"):
+        return checkpoint.find(which)
+    link = Path(source) / "checkpoints" / which
+    if (Path(source) / RECIPE_FILE).exists() and which == "best" and not link.exists():
+        raise ZooError(f"{source}: no best checkpoint (runs that report the test set keep only "
+                       "last; best follows val accuracy); use --checkpoint last")
+    return checkpoint.find(link if link.exists() else source)
+
+
+def load_trained(
+    source: str | Path, overrides: list[str] | None = None, which: str = "last",
+    plugins: Sequence[str | Path] = (), trust_plugins: bool = False,
+) -> tuple[ViT, Recipe, Path]:
+    """Model (EMA weights when the run kept them), its recipe, and its run dir.
+
+    The plugin files the run's recipe names are code: imported only with `trust_plugins`
+    (see zoo.recipe.load_plugins); `plugins` are files the user gives.
+    """
+    model, recipe, run, _ = load_checkpoint(source, overrides, which, plugins, trust_plugins)
+    return model, recipe, run
+
+
+def load_checkpoint(
+    source: str | Path, overrides: list[str] | None = None, which: str = "last",
+    plugins: Sequence[str | Path] = (), trust_plugins: bool = False,
+) -> tuple[ViT, Recipe, Path, Path]:
+    """load_trained, and the checkpoint folder it read (a step-XXXXXXXX folder)."""
+    ckpt = pick_checkpoint(source, which)
+    run = run_of(ckpt)
+    recipe_path = run / RECIPE_FILE
+    recipe = load_recipe(recipe_path, overrides)
+    load_plugins(recipe, str(recipe_path), plugins, trust_plugins)
+    model = build_model(recipe.model)
+    ema = ckpt / checkpoint.EMA_FILE
+    checkpoint.load_model(model, ema if ema.exists() else ckpt / checkpoint.MODEL_FILE, recipe_path)
+    return model.eval(), recipe, run, ckpt.resolve()
+
+
+def trained_on(run: Path, recipe: Recipe) -> dict[str, Any]:
+    """Class names and normalisation of the run's training data (data.describe): from the
+    run's DATA_FILE, so that images need no dataset on disk; runs made before it existed
+    read their training split instead."""
+    path = run / data.DATA_FILE
+    if not path.exists():
+        train = data.build_datasets(recipe.data.dataset, ["train"], recipe.model.img_size,
+                                    recipe.data.root)["train"]
+        return data.describe(train)
+    try:
+        info = json.loads(path.read_text())
+        ok = (isinstance(info, dict) and all(isinstance(info.get(k), list) for k in
+                                             ("classes", "mean", "std"))
+              and len(info["mean"]) == len(info["std"]) == recipe.model.in_chans
+              and all(isinstance(v, int | float) for v in info["mean"] + info["std"]))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        ok = False
+    if not ok:
+        raise ZooError(f"{path}: not a valid {data.DATA_FILE} (classes, mean, std); delete it "
+                       "and the run's training data will be read instead")
+    return info

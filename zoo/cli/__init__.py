@@ -1,0 +1,58 @@
+"""The `zoo` command line: all click code lives in this package.
+
+Commands import the library inside their functions, so `zoo --help` starts without torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from zoo.cli import commands, study, viz
+from zoo.errors import ZooError, report_user_error
+
+
+class ZooGroup(click.Group):
+    """Turns ZooError into one line on stderr and exit code 2; `--debug` shows the traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ZooError as e:
+            ctx.exit(report_user_error(e, bool(ctx.params.get("debug") or ctx.meta.get("zoo.debug"))))
+
+
+@click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+@click.version_option(package_name="vit-zoo")
+def cli(debug: bool) -> None:
+    """vit-zoo: study Vision Transformers by training them.
+
+    \b
+    zoo list attention            plugins of one kind, with parameters
+    zoo show RECIPE               the resolved recipe
+    zoo run RECIPE                train (CUDA when present)
+    tensorboard --logdir runs     watch it
+    """
+
+
+for command in (commands.list_cmd, commands.show, commands.run, commands.eval_cmd, viz.viz,
+                study.sweep, study.report):
+    cli.add_command(command)
+
+
+def _remember_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta["zoo.debug"] = True  # meta is shared by the group's context
+
+
+for command in cli.commands.values():  # `zoo CMD --debug` as well as `zoo --debug CMD`
+    command.params.append(click.Option(["--debug"], is_flag=True, expose_value=False,
+                                       callback=_remember_debug,
+                                       help="Show the full traceback of an error."))
+
+
+def main() -> None:
+    cli(prog_name="zoo")
+

@@ -1,0 +1,16 @@
+"""Options several commands share, so that each means one thing everywhere."""
+
+import click
+
+SET_OPTION = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a recipe value (YAML-typed), e.g. --set model.depth=8. Repeatable.",
+)
+PLUGINS_OPTION = click.option(
+    "--plugins", "plugin_paths", multiple=True, type=click.Path(), metavar="PATH",
+    help="Extra plugin file or folder to load. Repeatable.",
+)
+TRUST_OPTION = click.option(
+    "--trust-plugins", is_flag=True,
+    help="Import the plugin files the run dir's recipe.yaml names (they are code).",
+)

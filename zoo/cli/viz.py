@@ -1,0 +1,94 @@
+"""`zoo viz`: attention figures of a run, a checkpoint or a timm model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from zoo.errors import ZooError
+
+
+def _specs(texts: Sequence[str]) -> list[Any]:
+    """--visualizer values: a name or a YAML mapping {name: {param: value}}."""
+    import yaml
+
+    out = []
+    for text in texts:
+        try:
+            out.append(yaml.safe_load(text))
+        except yaml.YAMLError as e:
+            raise ZooError(f"--visualizer {text}: not a name or YAML mapping") from e
+    return out
+
+
+@click.command("viz")
+@click.argument("source")
+@click.option("--image", "image_paths", multiple=True, type=click.Path(), metavar="PATH",
+              help="An image to look at (repeatable). Default: the run's first log.viz_images "
+                   "validation images.")
+@click.option("--visualizer", "specs", multiple=True, metavar="SPEC",
+              help="A visualizer name or YAML mapping, e.g. '{rollout: {fusion: max}}' "
+                   "(repeatable). Default: the recipe's log.visualizers, else all of them.")
+@click.option("--compare", metavar="SOURCE_B",
+              help="Draw SOURCE and SOURCE_B side by side (default: rollout and cls_attention).")
+@click.option("--out", type=click.Path(), help="Folder for the PNGs. Default: <run>/figures/viz, "
+              "or viz/timm-<name> for a timm model.")
+@click.option("--weights", type=click.Path(), metavar="FILE",
+              help="Weights for a timm: SOURCE, for use offline: a state dict saved from timm "
+                   "(.safetensors, .pth or .bin).")
+@click.option("--plugins", "plugin_paths", multiple=True, type=click.Path(), metavar="PATH",
+              help="Plugin file or folder to load (code: yours to trust). Repeatable.")
+@click.option("--trust-plugins", is_flag=True,
+              help="Import the plugin files the run's recipe.yaml names (they are code).")
+def viz(source: str, image_paths: tuple[str, ...], specs: tuple[str, ...], compare: str | None,
+        out: str | None, weights: str | None, plugin_paths: tuple[str, ...],
+        trust_plugins: bool) -> None:
+    """Draw attention maps of a run dir, a CHECKPOINT or timm:MODEL_NAME into PNGs.
+
+    \b
+    zoo viz runs/quickstart/<timestamp>      all four, the run's val images
+    zoo viz runs/quickstart/<timestamp> --visualizer rollout --image cat.jpg
+    zoo viz RUN_VIT --compare RUN_DIFFVIT    the two side by side
+    zoo viz timm:vit_small_patch16_224.dino --image cat.jpg  (offline: --weights FILE)
+    zoo list visualizer                      what there is, with options
+    """
+    import torch
+
+    from zoo.registry import discover
+    from zoo.viz import (
+        ALL,
+        COMPARE,
+        build_visualizers,
+        compare_figures,
+        draw,
+        load_images,
+        load_subject,
+        model_input,
+        save_png,
+    )
+
+    discover(plugin_paths)
+    a = load_subject(source, weights, not image_paths, plugin_paths, trust_plugins)
+    b = load_subject(compare, None, False, plugin_paths, trust_plugins) if compare else None
+    chosen = _specs(specs) or (COMPARE if b else a.visualizers or ALL)
+    visualizers = build_visualizers(chosen, "--visualizer")
+    if image_paths:
+        images, names = load_images(image_paths, a.model.cfg.img_size)
+    elif a.images is not None:
+        images, names = a.images, a.names
+    else:
+        raise ZooError(f"{source} has no dataset to take images from; pass --image PATH")
+    with torch.no_grad():
+        if b is not None:
+            figures = compare_figures(a, b, visualizers, images, names)
+        else:
+            figures = draw(visualizers, a.model, images, model_input(a.model, images, a.mean, a.std), names)
+    folder = Path(out) if out else a.out
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, fig in figures.items():
+        path = folder / f"{key}.png"
+        save_png(fig, path)
+        click.echo(str(path))

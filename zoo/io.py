@@ -1,0 +1,151 @@
+"""Reading and writing files safely: atomic writes, JSON lines, the one image decoder,
+state dicts, and quiet pretrained-weight downloads. Everything here treats files as data."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import stat
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from zoo.errors import ZooError, clip, first_line
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+# The most pixels an image file may claim: PIL's own decompression-bomb threshold
+# (Image.MAX_IMAGE_PIXELS, 89,478,485: 256 MiB at 3 bytes a pixel), far above any photo.
+# PIL only warns between it and twice it; we refuse, from the header, before decoding.
+MAX_IMAGE_PIXELS = 89_478_485
+
+
+def regular_stat(path: Path) -> os.stat_result:
+    """stat `path` and refuse anything but a regular file before it is opened: a FIFO would
+    block and /dev/zero would be read forever. OSError (not found, ...) is the caller's."""
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise ZooError(f"{clip(str(path))}: not a regular file; give the path of a file")
+    return st
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: readers never see half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a metrics file; a torn last line (a kill mid-write) is ignored."""
+    rows = []
+    if not Path(path).exists():
+        return rows
+    for line in Path(path).read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def open_rgb(path: str | Path, *, draft: int | None = None, exif: bool = False) -> Any:
+    """An image file as an 8-bit RGB PIL image: the one image decoder of zoo and its tools.
+
+    Files claiming more than MAX_IMAGE_PIXELS are refused from their header, before any
+    decoding. 16-bit greyscale (PIL modes I;16*, and I as older Pillow opens 16-bit PNGs)
+    is scaled from 0-65535 to 0-255: PIL's own convert() clips it at 255 (nearly white).
+    Transparent pixels become white, as a viewer shows them. `draft` lets JPEGs decode at a
+    reduced scale still at least that size; `exif` applies the EXIF orientation (phone
+    photos). Anything unreadable is a one-line ZooError naming the file.
+    """
+    from PIL import Image, ImageOps
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
+            with Image.open(path) as im:
+                pixels = im.width * im.height
+                if pixels > MAX_IMAGE_PIXELS:
+                    raise ZooError(
+                        f"{path}: {im.width}x{im.height} image ({pixels / 1e6:.0f} megapixels) "
+                        f"is over the {MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel limit "
+                        "(zoo.io.MAX_IMAGE_PIXELS); downscale or delete the file")
+                if draft:
+                    im.draft("RGB", (draft, draft))
+                img = ImageOps.exif_transpose(im) if exif else im
+                if img.mode == "I" or img.mode.startswith("I;16"):
+                    deep = np.asarray(img).astype(np.int64).clip(0, 65535)
+                    img = Image.fromarray(((deep * 255 + 32767) // 65535).astype(np.uint8))
+                if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+                    rgba = img.convert("RGBA")
+                    img = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+                return img.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise ZooError(f"{path}: cannot read image ({first_line(e)}); fix or delete the file") from e
+
+
+@contextlib.contextmanager
+def quiet_hub_retries() -> Iterator[None]:
+    """huggingface_hub logs a line per download retry (about 20 when offline); the failure
+    is reported once, as a one-line error, so those lines are held back."""
+    hub = logging.getLogger("huggingface_hub")
+    level = hub.level
+    hub.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub.setLevel(level)
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """A state dict from .safetensors, or from .pth/.bin through torch.load(weights_only=True)."""
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise ZooError(f"--weights {path}: no such file")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(p))
+        else:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # safetensors, pickle and zip errors have no common base
+        raise ZooError(f"--weights {path}: not a readable state dict ({type(e).__name__}); "
+                       "save one with torch.save(model.state_dict(), FILE)") from e
+    if not isinstance(state, dict):
+        raise ZooError(f"--weights {path}: expected a state dict, got {type(state).__name__}")
+    return state
+
