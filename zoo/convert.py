@@ -19,6 +19,7 @@ from torch import nn
 
 from zoo.errors import ZooError
 from zoo.model import LN_EPS, ViT, build_model
+from zoo.registry import spec_name
 
 # state-dict key renames, timm -> ours (the reverse is applied by to_timm)
 _TIMM_TO_OURS = [
@@ -182,8 +183,7 @@ def to_timm(model: ViT) -> nn.Module:
     from timm.models.vision_transformer import VisionTransformer
 
     cfg = model.cfg
-    name = cfg.attention if isinstance(cfg.attention, str) else next(iter(cfg.attention))
-    posemb = cfg.posemb if isinstance(cfg.posemb, str) else next(iter(cfg.posemb))
+    name, posemb = spec_name(cfg.attention), spec_name(cfg.posemb)
     hidden = model.blocks[0].mlp.fc1.out_features
     bad = []
     if name not in ("mhsa", "diff"):

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from zoo.errors import ZooError
 from zoo.io import open_rgb
-from zoo.registry import build
+from zoo.registry import build, spec_name
 
 SPLITS = ("train", "val", "test")
 DATA_FILE = "data.json"  # in a run dir: the classes and normalisation the model trained with
@@ -317,5 +317,5 @@ def build_augment(specs: Sequence[Any], num_classes: int, img_size: int,
     """Build each `data.augment` entry through the registry, in recipe order."""
     ops = [build("augment", s, path=f"{path}[{i}]", num_classes=num_classes, img_size=img_size)
            for i, s in enumerate(specs)]
-    names = [s if isinstance(s, str) else next(iter(s)) for s in specs]
+    names = [spec_name(s) for s in specs]
     return Augment(ops, names)

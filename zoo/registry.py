@@ -146,6 +146,11 @@ def parse_spec(spec: Any, path: str) -> tuple[str, dict[str, Any]]:
     )
 
 
+def spec_name(spec: Any) -> str:
+    """The plugin name of a spec already validated (a recipe's, a built model's config)."""
+    return parse_spec(spec, "spec")[0]
+
+
 def check_params(plugin: Plugin, params: dict[str, Any], path: str) -> None:
     """Fail on unknown, context-owned, missing or wrongly typed parameters, naming `path`."""
     allowed = plugin.params()

@@ -36,7 +36,7 @@ from torch import Tensor
 from zoo.data import TensorData, build_datasets, normalize, resize_images, to_float
 from zoo.errors import ZooError, suggest
 from zoo.io import open_rgb, quiet_hub_retries, read_state_dict
-from zoo.registry import build, parse_spec
+from zoo.registry import build, spec_name
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -259,10 +259,6 @@ def figure_array(fig: Figure) -> Tensor:
     save_png(fig, buf)
     rgb = np.array(Image.open(buf).convert("RGB"))
     return torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255)
-
-
-def spec_name(spec: Any) -> str:
-    return parse_spec(spec, "spec")[0]
 
 
 # ---------------------------------------------------------------------------------------

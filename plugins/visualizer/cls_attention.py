@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
-from zoo.registry import register
-from zoo.viz import cls_attention_maps, heat_figure, spec_name
+from zoo.registry import register, spec_name
+from zoo.viz import cls_attention_maps, heat_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

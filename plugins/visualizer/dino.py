@@ -8,7 +8,7 @@ import numpy as np
 from torch import Tensor
 
 from zoo.errors import ZooError
-from zoo.registry import register
+from zoo.registry import register, spec_name
 from zoo.viz import (
     cls_attention_maps,
     gap_of,
@@ -18,7 +18,6 @@ from zoo.viz import (
     overlay,
     rgb01,
     scaled,
-    spec_name,
     upsample,
 )
 

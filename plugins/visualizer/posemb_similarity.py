@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from zoo.registry import register
-from zoo.viz import DPI, cosine_similarity, mosaic, note_figure, spec_name
+from zoo.registry import register, spec_name
+from zoo.viz import DPI, cosine_similarity, mosaic, note_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 from torch import Tensor
 
 from zoo.errors import ZooError
-from zoo.registry import register
-from zoo.viz import heat_figure, rollout_map, spec_name
+from zoo.registry import register, spec_name
+from zoo.viz import heat_figure, rollout_map
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
