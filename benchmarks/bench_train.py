@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from zoo.data import TensorData, build_augment, make_loader, normalize, to_float
 from zoo.recipe import load_recipe
 from zoo.registry import discover, register
-from zoo.trainer import Trainer
+from zoo.train.trainer import Trainer
 
 # The CIFAR recipe's augmentations, without and with the mixing ops.
 CIFAR_AUGMENT = ["random_crop", "hflip", "autoaugment"]
@@ -205,11 +205,11 @@ def bench_step(device: str = "cpu", recipe: str = "recipes/vit_p4.yaml", steps: 
         "load_avg_1min": os.getloadavg()[0],
         "amp": amp,
         "variant": variant,
-        "step_mode": trainer.step_mode(),
+        "step_mode": trainer.runner.mode(),
         "batch_size": batch_size,
         "params": sum(p.numel() for p in trainer.model.parameters()),
         "images_per_s": img_s,
-        "setup_s": trainer.setup_s,
+        "setup_s": trainer.runner.setup_s,
         "epoch_s_50k": 50_000 / img_s,
         "gflops_per_image_fwd_bwd": flops_per_img / 1e9,
         "mfu": flops_per_img * img_s / (peak * 1e12) if peak else None,

@@ -16,7 +16,8 @@ from zoo import registry
 from zoo.cli import cli
 from zoo.recipe import load_recipe
 from zoo.runs import new_run_dir
-from zoo.trainer import Trainer
+from zoo.train.launch import restore
+from zoo.train.trainer import Trainer
 
 pytestmark = pytest.mark.cuda
 
@@ -74,7 +75,7 @@ def test_train_step_makes_no_host_sync(tmp_path, graph):
     batches = t.train_loader.epoch(0)
     for _ in range(5):  # the first steps set things up (and capture the graph)
         t.train_step(*next(batches))
-    assert (t.run_step.captured if graph == "true" else "eager") in ("prepare + update", "eager")
+    assert (t.runner.run.captured if graph == "true" else "eager") in ("prepare + update", "eager")
     images, labels = next(batches)
     torch.cuda.set_sync_debug_mode("error")
     try:
@@ -96,7 +97,7 @@ def test_resume_on_cuda_restores_the_cuda_rng(tmp_path):
     first.train_epoch(0, 0)
     first.save()
     second = Trainer(r, out)  # seeds every generator afresh; restore must bring them back
-    second.restore(out)
+    restore(second, out)
     second.fit()
     a = [json.loads(line) for line in (ref / "metrics.jsonl").read_text().splitlines()]
     b = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

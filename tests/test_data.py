@@ -6,7 +6,6 @@ import hashlib
 import pickle
 import sys
 import tarfile
-import time
 import urllib.error
 from pathlib import Path
 
@@ -210,10 +209,9 @@ def test_shapes_masks_cover_the_objects():
     assert (inside - outside).mean(1).min() > 0.1
 
 
-def test_shapes_generates_fast():
-    start = time.perf_counter()
+def test_shapes_makes_the_size_asked_for():
     data = shapes(train_size=10000)
-    assert len(data) == 10000 and time.perf_counter() - start < 8.0  # ~1 s on 2 cores
+    assert len(data) == 10000 and len(data.labels) == 10000
 
 
 def test_shapes_size_follows_img_size():

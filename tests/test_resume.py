@@ -292,7 +292,7 @@ def test_ddp_two_processes_gloo_then_resume_in_one(tmp_path):
 
 def stop_at(trainer, step: int) -> None:
     """A signal arrives during step `step` (1-based): the trainer stops right after it."""
-    from zoo import trainer as trainer_module
+    from zoo.train import trainer as trainer_module
 
     real = trainer_module.Trainer._stop_requested
 
@@ -307,7 +307,7 @@ def stop_at(trainer, step: int) -> None:
 def trainer_for(tmp_path: Path, epochs: int):
     from zoo.recipe import load_recipe
     from zoo.registry import discover
-    from zoo.trainer import Trainer
+    from zoo.train.trainer import Trainer
 
     discover()
     run = tmp_path / "run"
@@ -321,7 +321,8 @@ def trainer_for(tmp_path: Path, epochs: int):
 def test_a_signal_on_an_epochs_last_step_still_gets_that_epoch_evaluated(tmp_path, where):
     """The epoch's evaluation is owed to the resumed run, with the train metrics of all its
     steps; at the final step the resumed run still ends with its accuracy, not null."""
-    from zoo.trainer import Interrupted
+    from zoo.train.launch import restore
+    from zoo.train.trainer import Interrupted
 
     t, run = trainer_for(tmp_path, epochs=2)
     spe = t.steps_per_epoch
@@ -335,7 +336,7 @@ def test_a_signal_on_an_epochs_last_step_still_gets_that_epoch_evaluated(tmp_pat
     assert saved["step"] == at and saved["closed_step"] == at - spe
 
     resumed, _ = trainer_for(tmp_path, epochs=2)
-    resumed.restore(run)
+    restore(resumed, run)
     summary = resumed.fit()
     rows = read_jsonl(run / "metrics.jsonl")
     assert [r["step"] for r in rows] == [spe, 2 * spe]
@@ -345,7 +346,7 @@ def test_a_signal_on_an_epochs_last_step_still_gets_that_epoch_evaluated(tmp_pat
 
 
 def test_resuming_a_finished_run_changes_nothing(tmp_path, capsys):
-    from zoo.trainer import fit
+    from zoo.train.launch import fit
 
     t, run = trainer_for(tmp_path, epochs=1)
     first = t.fit()

@@ -10,8 +10,9 @@ from tests.test_train import tiny_recipe
 from zoo import checkpoint, registry
 from zoo.cli import cli
 from zoo.recipe import load_recipe
-from zoo.step import GraphStep
-from zoo.trainer import Trainer, make_optimizer, set_lr
+from zoo.train.optim import make_optimizer, set_lr
+from zoo.train.step import GraphStep
+from zoo.train.trainer import Trainer
 
 NO_AUTOAUGMENT = "[{random_crop: {padding: 2}}, hflip, {mixup: {p: 0.5}}, {cutmix: {p: 0.5}}]"
 
@@ -36,12 +37,12 @@ def test_compiled_steps_match_eager_steps_on_cpu(tmp_path):
     compiled = trainer(tmp_path, "train.device=cpu", "train.compile=true")
     b = steps(compiled, 4)
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
-    assert compiled.step_mode() == "compiled" and compiled.setup_s > 0
-    assert eager.step_mode() == "eager"
+    assert compiled.runner.mode() == "compiled" and compiled.runner.setup_s > 0
+    assert eager.runner.mode() == "eager"
 
 
 def test_compile_cuda_compiles_only_on_cuda(tmp_path):
-    assert trainer(tmp_path, "train.device=cpu", "train.compile=cuda").step_mode() == "eager"
+    assert trainer(tmp_path, "train.device=cpu", "train.compile=cuda").runner.mode() == "eager"
     result = CliRunner().invoke(cli, ["show", str(tiny_recipe(tmp_path)), "--set", "train.compile=gpu"])
     assert result.exit_code == 2
     assert "train.compile: 'gpu' is not one of true, false, cuda" in result.output
@@ -58,7 +59,7 @@ def test_a_failing_compile_falls_back_to_eager_with_one_line(tmp_path, monkeypat
     assert torch.isfinite(steps(t, 2)).all()
     err = capsys.readouterr().err
     assert "warning: torch.compile failed (RuntimeError: no C++ compiler); training without it" in err
-    assert "second line" not in err and t.step_mode() == "eager"
+    assert "second line" not in err and t.runner.mode() == "eager"
 
 
 def test_an_error_of_the_step_itself_is_not_blamed_on_compile(tmp_path, capsys):
@@ -96,8 +97,8 @@ def test_optimizer_keeps_a_float_rate_off_cuda(tmp_path):
 ])
 def test_step_mode_says_why_there_is_no_graph(tmp_path, overrides, why):
     t = trainer(tmp_path, "train.device=cpu", "train.cuda_graph=true", *overrides)
-    assert t.step_mode() == f"eager, no CUDA graph: {why}"
-    assert not isinstance(t.run_step, GraphStep)
+    assert t.runner.mode() == f"eager, no CUDA graph: {why}"
+    assert not isinstance(t.runner.run, GraphStep)
 
 
 def test_dry_run_shows_how_the_step_runs(tmp_path):
@@ -161,8 +162,8 @@ def test_graph_steps_match_eager_steps(tmp_path, compiled):
     a = steps(eager, 8)  # before the next trainer re-seeds the global generators
     graph = trainer(tmp_path, *sets, "train.cuda_graph=true", augment="[hflip]")
     b = steps(graph, 8)
-    assert graph.run_step.captured == "prepare + update"
-    assert graph.step_mode() == ("compiled" if compiled else "eager") + ", prepare + update in one CUDA graph"
+    assert graph.runner.run.captured == "prepare + update"
+    assert graph.runner.mode() == ("compiled" if compiled else "eager") + ", prepare + update in one CUDA graph"
     torch.testing.assert_close(a, b, atol=2e-2, rtol=2e-2)  # same batches, same draws
 
 
@@ -175,7 +176,7 @@ def test_graph_replays_learn(tmp_path):
     for epoch in range(4):
         t.train_epoch(epoch, 0)
     after = t.evaluate()
-    assert t.run_step.graph is not None
+    assert t.runner.run.graph is not None
     assert after["val_loss"] < before - 0.15 and after["val_acc"] > 0.15, (before, after)
 
 
@@ -186,7 +187,7 @@ def test_an_op_that_syncs_is_kept_out_of_the_graph_with_one_line(tmp_path, capsy
     t = trainer(tmp_path, "train.device=cuda", "train.cuda_graph=true", augment="[syncing_flip]",
                 plugins=[plugin])
     losses = steps(t, 6)
-    assert torch.isfinite(losses).all() and t.run_step.captured == "update"
+    assert torch.isfinite(losses).all() and t.runner.run.captured == "update"
     err = capsys.readouterr().err
     assert "could not capture the step with its augmentations as a CUDA graph" in err
     assert "keeping the augmentations out of it" in err
@@ -199,5 +200,5 @@ def test_an_op_that_syncs_is_kept_out_of_the_graph_with_one_line(tmp_path, capsy
 ])
 def test_no_graph_where_it_cannot_work(tmp_path, overrides, why):
     t = trainer(tmp_path, "train.device=cuda", "train.cuda_graph=true", *overrides)
-    assert why in t.step_mode()
+    assert why in t.runner.mode()
     assert torch.isfinite(steps(t, 2)).all()

@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tests.conftest import ROOT
 from tests.test_data import write_cifar10
 from zoo.cli import cli
-from zoo.trainer import lr_at, soft_cross_entropy
+from zoo.train.optim import lr_at, soft_cross_entropy
 
 TINY = """
 name: tiny

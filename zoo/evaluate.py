@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 import yaml
+from torch import nn
 
 from zoo import data
 from zoo.device import Dist, pick_device
@@ -16,6 +19,31 @@ from zoo.io import write_json
 from zoo.model import ViT
 from zoo.runs import load_checkpoint, trained_on
 from zoo.schema import Recipe
+
+
+def logits_of(model: nn.Module, loader: Any, mean: Sequence[float], std: Sequence[float],
+              autocast: Callable[[], AbstractContextManager] = nullcontext,
+              ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(logits, labels) for each batch of one pass over `loader`, inputs normalised as in
+    training: the one evaluation loop of training and `zoo eval`. Call under no_grad."""
+    for images, labels in loader.epoch(0, 0):
+        x = data.normalize(data.to_float(images), mean, std)
+        with autocast():
+            logits = model(x)
+        yield logits, labels
+
+
+@torch.no_grad()
+def loss_sums(model: nn.Module, loader: Any, mean: Sequence[float], std: Sequence[float],
+              autocast: Callable[[], AbstractContextManager] = nullcontext) -> torch.Tensor:
+    """[summed cross-entropy, correct, images] over one pass of `loader`, on its device."""
+    model.eval()
+    sums = torch.zeros(3, device=next(model.parameters()).device)
+    for logits, labels in logits_of(model, loader, mean, std, autocast):
+        sums[0] += F.cross_entropy(logits.float(), labels, reduction="sum")
+        sums[1] += (logits.argmax(-1) == labels).sum()
+        sums[2] += labels.shape[0]
+    return sums
 
 
 @torch.no_grad()
@@ -28,9 +56,8 @@ def confusion(model: ViT, dataset: Any, recipe: Recipe, device: torch.device,
         num_workers=recipe.data.num_workers, on_device=recipe.data.on_device,
     )
     counts = torch.zeros(n * n, dtype=torch.long, device=device)
-    for images, labels in loader.epoch(0, 0):
-        pred = model(data.normalize(data.to_float(images), mean, std)).argmax(-1)
-        counts += torch.bincount(labels * n + pred, minlength=n * n)
+    for logits, labels in logits_of(model, loader, mean, std):
+        counts += torch.bincount(labels * n + logits.argmax(-1), minlength=n * n)
     return counts.view(n, n).cpu()
 
 

@@ -75,7 +75,7 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     amp: str = "none"  # none | bf16 | fp16
     compile: bool | str = False  # torch.compile the model: true, false, or cuda (only on CUDA)
-    cuda_graph: bool = False  # CUDA only: replay the whole step as one CUDA graph (zoo/step.py)
+    cuda_graph: bool = False  # CUDA only: replay the whole step as one CUDA graph (zoo/train/step.py)
     ema: float | None = None  # EMA decay, e.g. 0.999; evaluation then uses the EMA weights
     eval_every: int = 1
     checkpoint_every: int = 1

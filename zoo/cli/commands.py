@@ -104,17 +104,17 @@ def run(
 
     # a recipe the user names is theirs; a run dir's recipe.yaml may come from anyone
     resolved = resolve(recipe_path, overrides, plugin_paths, trust=not resume or trust_plugins)
-    from zoo import trainer
     from zoo.device import is_main_process
+    from zoo.train import launch
 
     if dry_run:
-        click.echo(trainer.dry_run(resolved))
+        click.echo(launch.dry_run(resolved))
         return
     if resume:
-        trainer.fit(resolved, Path(resume), resume=True)
+        launch.fit(resolved, Path(resume), resume=True)
     else:
         run_dir = new_run_dir(resolved, out) if is_main_process() else None
-        trainer.fit(resolved, run_dir, resume=False)
+        launch.fit(resolved, run_dir, resume=False)
 
 
 @click.command("eval")

@@ -21,13 +21,16 @@ falls back (prepare outside the graph, then no graph), so a run never dies of it
 from __future__ import annotations
 
 import contextlib
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from zoo.device import sync
 from zoo.errors import first_line
+from zoo.schema import Recipe
 
 Prepare = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 Update = Callable[[Tensor, Tensor], tuple[Tensor, ...]]
@@ -126,3 +129,84 @@ def uncaptured() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*capturable=True.*")
         yield
+
+
+def why_no_graph(recipe: Recipe, device: torch.device, world: int) -> str:
+    """Why a CUDA graph of the step cannot be used here ('' when it can)."""
+    if device.type != "cuda":
+        return "not on CUDA"
+    if world > 1:
+        return "DistributedDataParallel"
+    if recipe.train.amp == "fp16":
+        return "fp16 loss scaling checks for overflow on the host; use amp bf16"
+    if recipe.train.optimizer != "adamw":
+        return "only AdamW takes its learning rate as a device tensor"
+    return ""
+
+
+class StepRunner:
+    """How each training step runs: eagerly, through torch.compile, or replayed as one CUDA
+    graph, as the recipe asks and the device allows.
+
+    The first steps (compile, warm-up, capture) are timed as `setup_s`; a compile that fails
+    prints one line and the run goes on eagerly. `net` is the module `update` calls: the
+    (DDP-wrapped) model, compiled or not.
+    """
+
+    def __init__(self, prepare: Prepare, update: Update, ddp: nn.Module, recipe: Recipe,
+                 device: torch.device, *, graph_off: str, capture_prepare: bool,
+                 say: Callable[[str], None]):
+        t = recipe.train
+        self.ddp, self.device, self.say, self.graph_off = ddp, device, say, graph_off
+        self.want_graph = t.cuda_graph
+        compile_here = t.compile is True or (t.compile == "cuda" and device.type == "cuda")
+        self.net = torch.compile(ddp) if compile_here else ddp
+        self.prepare, self.update = prepare, update
+        self.run: Update = self._eager
+        if t.cuda_graph and not graph_off:
+            self.run = GraphStep(prepare, update, capture_prepare=capture_prepare,
+                                 note=lambda m: say(f"warning: {m}"))
+        self.setup_s: float | None = None  # compile, warm-up and capture: the first steps
+        self._tic: float | None = None
+
+    def _eager(self, images: Tensor, labels: Tensor) -> tuple[Tensor, ...]:
+        return self.update(*self.prepare(images, labels))
+
+    def __call__(self, images: Tensor, labels: Tensor) -> tuple[Tensor, ...]:
+        if self.setup_s is not None:
+            return self.run(images, labels)
+        self._tic = self._tic or time.perf_counter()
+        out = self._first_steps(images, labels)
+        if self._setup_done():
+            sync(self.device)
+            self.setup_s = time.perf_counter() - self._tic
+            if self.net is not self.ddp or isinstance(self.run, GraphStep):
+                self.say(f"training step ready in {self.setup_s:.1f} s ({self.mode()})")
+        return out
+
+    def _first_steps(self, images: Tensor, labels: Tensor) -> tuple[Tensor, ...]:
+        if self.net is self.ddp:
+            return self.run(images, labels)
+        try:
+            return self.run(images, labels)
+        except Exception as e:  # the compiler's failure, or the step's own error
+            self.net = self.ddp
+            out = self.run(images, labels)  # an error of the step itself raises here
+            self.say(f"warning: torch.compile failed ({first_line(e)}); training without it")
+            return out
+
+    def _setup_done(self) -> bool:
+        step = self.run
+        return not isinstance(step, GraphStep) or step.graph is not None or not step.levels
+
+    def mode(self) -> str:
+        """How the step runs, in words: compiled or eager, and what a CUDA graph holds."""
+        mode = "compiled" if self.net is not self.ddp else "eager"
+        step = self.run
+        if isinstance(step, GraphStep):
+            if step.captured:
+                return f"{mode}, {step.captured} in one CUDA graph"
+            if step.levels:
+                return f"{mode}, one CUDA graph after {step.warmup} warm-up steps"
+            return f"{mode}, no CUDA graph: its capture failed"
+        return mode + (f", no CUDA graph: {self.graph_off}" if self.want_graph and self.graph_off else "")

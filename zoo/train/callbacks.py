@@ -1,0 +1,198 @@
+"""What a run records, as callbacks the trainer calls with itself (as mmengine's hooks and
+Lightning's callbacks receive the runner): the console line per evaluation, the run dir's
+files, and TensorBoard. The trainer knows none of them; each reads its public state.
+
+Callbacks run on the main process only, and only for a trainer with a run dir (`console`
+for any trainer).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo import data
+from zoo.io import append_jsonl, atomic_write, read_jsonl, write_json
+from zoo.runs import METRICS_FILE, SUMMARY_FILE
+from zoo.schema import Recipe
+
+
+class Trainer(Protocol):
+    """The public state of zoo.train.trainer.Trainer that callbacks read."""
+
+    recipe: Recipe
+    run_dir: Path  # callbacks that write run only with a run dir
+    step: int
+    device: torch.device
+    model: Any  # a zoo ViT, training
+    eval_model: nn.Module  # the weights evaluation reads (EMA or the model)
+    train_data: Any
+    train_loader: Any
+    eval_data: dict[str, Any]
+    augment: data.Augment
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+class Callback:
+    """The moments of a run a callback may act on; each hook does nothing by default."""
+
+    def before_fit(self, trainer: Trainer) -> None:
+        """Training starts (or resumes, at `trainer.step`)."""
+
+    def after_eval(self, trainer: Trainer, metrics: dict[str, Any], best: bool) -> None:
+        """An epoch was evaluated: `metrics` is its row of metrics.jsonl."""
+
+    def after_fit(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+        """Training ended; `summary` is summary.json."""
+
+
+def epoch_line(metrics: dict[str, Any], epochs: int, best: bool) -> str:
+    """One line per evaluation, so a run shows progress with the progress bar off too."""
+    evals = "  ".join(f"{split} acc {metrics[f'{split}_acc']:.4f} loss {metrics[f'{split}_loss']:.3f}"
+                      for split in ("val", "test") if f"{split}_acc" in metrics)
+    return (f"epoch {metrics['epoch']}/{epochs}  train loss {metrics['train_loss']:.3f} "
+            f"acc {metrics['train_acc']:.4f}  {evals}  lr {metrics['lr']:.2e}  "
+            f"{metrics['img_per_s']:,.0f} img/s" + ("  * best" if best else ""))
+
+
+class Console(Callback):
+    """`epoch_line` on stdout at every evaluation."""
+
+    def after_eval(self, trainer: Trainer, metrics: dict[str, Any], best: bool) -> None:
+        print(epoch_line(metrics, trainer.recipe.train.epochs, best and "val_acc" in metrics),
+              flush=True)
+
+
+class RunFiles(Callback):
+    """data.json (what the model was trained on), metrics.jsonl and summary.json."""
+
+    def before_fit(self, trainer: Trainer) -> None:
+        write_json(trainer.run_dir / data.DATA_FILE, data.describe(trainer.train_data))
+        metrics = trainer.run_dir / METRICS_FILE
+        if metrics.exists():  # a resumed run redoes the evaluations after its checkpoint
+            rows = [r for r in read_jsonl(metrics) if r.get("step", 0) <= trainer.step]
+            atomic_write(metrics, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def after_eval(self, trainer: Trainer, metrics: dict[str, Any], best: bool) -> None:
+        append_jsonl(trainer.run_dir / METRICS_FILE, metrics)
+
+    def after_fit(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+        write_json(trainer.run_dir / SUMMARY_FILE, summary)
+
+
+SCALARS = [  # (TensorBoard tag, metrics key)
+    ("train/loss", "train_loss"), ("train/acc", "train_acc"), ("train/grad_norm", "grad_norm"),
+    ("val/loss", "val_loss"), ("val/acc", "val_acc"),
+    ("test/loss", "test_loss"), ("test/acc", "test_acc"), ("lr", "lr"),
+    ("throughput/img_per_s", "img_per_s"),
+]
+FINAL = ("best_val_acc", "final_val_acc", "final_val_loss", "final_test_acc", "final_test_loss",
+         "img_per_s")
+
+
+class TensorBoard(Callback):
+    """Scalars, Diff-ViT lambdas and figures at every evaluation; the recipe as text; the
+    recipe and final metrics in the HParams tab, all in the run's own event file."""
+
+    def __init__(self) -> None:
+        self.writer: Any = None
+        self.logged_batch = False
+
+    def before_fit(self, trainer: Trainer) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        # on resume, events logged after the checkpoint's step are hidden
+        self.writer = SummaryWriter(log_dir=str(trainer.run_dir), purge_step=trainer.step or None)
+        if trainer.step == 0:
+            self.writer.add_text("recipe", "```yaml\n" + trainer.recipe.to_yaml() + "\n```", 0)
+
+    def after_eval(self, trainer: Trainer, metrics: dict[str, Any], best: bool) -> None:
+        step = metrics["step"]
+        for tag, key in SCALARS:
+            if key in metrics:  # val and test only where data.eval_splits names them
+                self.writer.add_scalar(tag, metrics[key], step)
+        for i, lam in enumerate(trainer.model.lambdas(), start=1):
+            self.writer.add_scalar(f"lambda/layer_{i}", float(lam), step)
+        for name, image in self.figures(trainer).items():
+            self.writer.add_image(name, image, step)
+        self.writer.flush()
+
+    def after_fit(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+        from torch.utils.tensorboard.summary import hparams
+
+        final = {f"hparams/{k}": float(summary[k]) for k in FINAL if summary.get(k) is not None}
+        for s in hparams(hparam_values(trainer.recipe.to_dict()), final):
+            self.writer.file_writer.add_summary(s)
+        for k, v in final.items():
+            self.writer.add_scalar(k, v, summary["steps"])
+        self.writer.close()
+
+    def figures(self, trainer: Trainer) -> dict[str, torch.Tensor]:
+        """The first augmented training batch (once), then the recipe's visualizers on the
+        first evaluated split's fixed images, with the weights evaluation reads.
+
+        Drawn under a forked RNG so that logging never changes what the run trains on.
+        """
+        out: dict[str, torch.Tensor] = {}
+        recipe = trainer.recipe
+        if not self.logged_batch:
+            devices = [trainer.device] if trainer.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                images, labels = next(iter(trainer.train_loader.epoch(0, 0)))
+                y = F.one_hot(labels, recipe.model.num_classes).float()
+                x, _ = trainer.augment(data.to_float(images), y)
+            out["train/augmented_batch"] = image_grid(x[:64])
+            self.logged_batch = True
+        if recipe.log.visualizers:
+            from zoo.attention.figures import tensorboard_images
+            from zoo.attention.subjects import first_images
+
+            model = trainer.eval_model
+            images, names = first_images(next(iter(trainer.eval_data.values())),
+                                         recipe.log.viz_images)
+            was_training = model.training
+            model.eval()
+            with torch.no_grad():
+                out.update(tensorboard_images(model, images, trainer.mean, trainer.std,
+                                              recipe.log.visualizers, names))
+            model.train(was_training)
+        return out
+
+
+def hparam_values(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested recipe -> {"model.dim": 192, ...}; values TensorBoard's HParams tab accepts."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(hparam_values(v, f"{key}."))
+        elif isinstance(v, bool | int | float | str):
+            out[key] = v
+        else:
+            out[key] = str(v)
+    return out
+
+
+def image_grid(images: torch.Tensor, nrow: int = 8) -> torch.Tensor:
+    """uint8 or [0,1] float images [B, C, H, W] -> one [C, H', W'] float grid in [0,1]."""
+    from torchvision.utils import make_grid
+
+    x = images.detach().float().cpu()
+    if images.dtype == torch.uint8:
+        x = x / 255
+    return make_grid(x.clamp(0, 1), nrow=nrow, padding=1)
+
+
+def defaults(recipe: Recipe, has_run_dir: bool, main: bool) -> list[Callback]:
+    """What `zoo run` records: the console line, and with a run dir its files and TensorBoard."""
+    if not main:
+        return []
+    # summary.json last: a run dir that holds it is finished (zoo sweep skips it)
+    files: list[Callback] = [*([TensorBoard()] if recipe.log.tensorboard else []), RunFiles()]
+    return [Console(), *(files if has_run_dir else [])]

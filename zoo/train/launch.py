@@ -1,0 +1,114 @@
+"""`zoo run` from a recipe to a finished run: DDP setup under torchrun, the run-dir lock,
+resume, exit codes, and what the console says at the start and the end."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+
+from zoo import checkpoint
+from zoo.device import Dist, setup_distributed
+from zoo.errors import ZooError, first_line
+from zoo.runs import RECIPE_FILE, lock_run
+from zoo.schema import Recipe
+from zoo.train.trainer import Interrupted, Trainer
+
+
+def fit(recipe: Recipe, run_dir: Path | None, resume: bool = False) -> dict[str, Any]:
+    """Train `recipe` into `run_dir` (resuming it if asked); the `zoo run` entry point."""
+    d = setup_distributed(recipe.train.device)
+    if d.world > 1:
+        box = [str(run_dir) if run_dir else None]
+        dist.broadcast_object_list(box, src=0)
+        run_dir = Path(box[0])
+    lock = lock_run(run_dir) if d.main and run_dir is not None else None  # before any work
+    try:
+        return _fit_locked(recipe, run_dir, resume, d)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _fit_locked(recipe: Recipe, run_dir: Path | None, resume: bool, d: Dist) -> dict[str, Any]:
+    trainer = Trainer(recipe, run_dir, d)
+    if resume:
+        restore(trainer, run_dir)
+        if trainer.finished():  # nothing to train: leave summary.json as it is
+            if d.main:
+                print(f"{run_dir}: finished already ({trainer.step} steps); nothing to do. To "
+                      "train longer: zoo run --resume RUN --set train.epochs=N")
+            return trainer.summary()
+    try:
+        summary = trainer.fit()
+    except Interrupted as e:
+        if d.main:
+            print(
+                f"\ninterrupted; checkpoint saved. Resume with:\n  zoo run --resume {run_dir}",
+                file=sys.stderr,
+            )
+        sys.exit(128 + e.signum)
+    if d.main:
+        print(closing_lines(summary, recipe, run_dir))
+    if d.world > 1:
+        dist.destroy_process_group()
+    return summary
+
+
+def closing_lines(summary: dict[str, Any], recipe: Recipe, run_dir: Path | None) -> str:
+    """The end of `zoo run`: final (and best) accuracy, wall time, and what to do next."""
+    accs = [f"final {split} acc {summary[f'final_{split}_acc']:.4f}"
+            for split in recipe.data.eval_splits if summary.get(f"final_{split}_acc") is not None]
+    if summary.get("best_val_acc") is not None:
+        accs.append(f"best val acc {summary['best_val_acc']:.4f}")
+    minutes, seconds = divmod(round(summary["wall_time"]), 60)
+    lines = [f"done: {'  '.join(accs)}  ({summary['steps']} steps in {minutes}m{seconds:02d}s)"]
+    if run_dir is not None:
+        lines += [f"run: {run_dir}", "next:",
+                  f"  zoo eval {run_dir} --split {recipe.data.eval_splits[-1]}",
+                  f"  zoo viz {run_dir}",
+                  f"  tensorboard --logdir {run_dir}"]
+    return "\n".join(lines)
+
+
+def dry_run(recipe: Recipe) -> str:
+    """Build data and model without training; a summary of what `zoo run` would do."""
+    trainer = Trainer(recipe, None)
+    params = sum(p.numel() for p in trainer.model.parameters())
+    sizes = " / ".join(f"{len(d)} {split}" for split, d in
+                       {"train": trainer.train_data, **trainer.eval_data}.items())
+    repeats = f" (x{recipe.data.repeats} per epoch)" if recipe.data.repeats > 1 else ""
+    return "\n".join([
+        f"recipe:     {recipe.name}",
+        f"device:     {trainer.device}",
+        f"data:       {sizes} images{repeats}, "
+        f"{len(trainer.train_data.classes)} classes",
+        f"model:      {params / 1e6:.2f}M parameters, {recipe.model.depth} blocks, "
+        f"attention {recipe.model.attention}, posemb {recipe.model.posemb}",
+        f"schedule:   {trainer.total_steps} steps ({trainer.steps_per_epoch}/epoch), "
+        f"warmup {trainer.warmup_steps}, batch {recipe.data.batch_size}, amp {recipe.train.amp}",
+        f"step:       {trainer.runner.mode()}",
+        f"augment:    {recipe.data.augment or 'none'}",
+    ])
+
+
+def restore(trainer: Trainer, run_dir: Path) -> None:
+    """Load the run's newest checkpoint into `trainer`: weights, EMA and training state."""
+    ckpt = checkpoint.newest(run_dir / "checkpoints")
+    if ckpt is None:
+        raise ZooError(
+            f"{run_dir}: no checkpoint to resume from yet (checkpoints/last is missing); "
+            "start the run again"
+        )
+    recipe_file = run_dir / RECIPE_FILE
+    checkpoint.load_model(trainer.model, ckpt / checkpoint.MODEL_FILE, recipe_file)
+    if trainer.ema:
+        checkpoint.load_model(trainer.ema.model, ckpt / checkpoint.EMA_FILE, recipe_file)
+    state_file = ckpt / checkpoint.STATE_FILE
+    try:
+        trainer.load_state_dict(checkpoint.load_state(state_file, checkpoint.TRAINING_STATE))
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise ZooError(f"{state_file}: training state does not fit this run "
+                       f"({first_line(e)}); resume with the recipe it was saved with") from e
