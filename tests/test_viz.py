@@ -17,7 +17,20 @@ from click.testing import CliRunner
 from PIL import Image
 
 from tests.conftest import ROOT
-from zoo import checkpoint, viz
+from zoo import checkpoint
+from zoo.attention.figures import build_visualizers, model_input, tensorboard_images
+from zoo.attention.maps import (
+    as_distribution,
+    cls_attention_maps,
+    cls_maps,
+    cosine_similarity,
+    fuse_heads,
+    mass_mask,
+    rollout,
+    rollout_map,
+    upsample,
+)
+from zoo.attention.subjects import ALL, load_image, load_subject, load_timm
 from zoo.cli import cli
 from zoo.data import build_datasets
 from zoo.errors import ZooError
@@ -41,15 +54,15 @@ def one_line_error(result, *fragments: str) -> str:
 
 def test_as_distribution_keeps_softmax_and_clamps_diff_rows():
     soft = torch.randn(2, 3, 5, 5).softmax(-1)
-    assert torch.allclose(viz.as_distribution(soft), soft)
+    assert torch.allclose(as_distribution(soft), soft)
     diff = torch.tensor([[0.5, -0.2, 0.3]])  # a differential row: sums to 1 - lambda = 0.6
-    assert torch.allclose(viz.as_distribution(diff), torch.tensor([[0.625, 0.0, 0.375]]))
+    assert torch.allclose(as_distribution(diff), torch.tensor([[0.625, 0.0, 0.375]]))
 
 
 def test_cls_maps_are_the_cls_row_in_raster_order():
     attn = torch.zeros(1, 2, 1 + 6, 1 + 6)
     attn[0, 1, 0, 1:] = torch.arange(6.0)
-    maps = viz.cls_maps(attn, (2, 3))
+    maps = cls_maps(attn, (2, 3))
     assert maps.shape == (1, 2, 2, 3)
     assert maps[0, 1].tolist() == [[0, 1, 2], [3, 4, 5]]
 
@@ -57,20 +70,20 @@ def test_cls_maps_are_the_cls_row_in_raster_order():
 def test_rollout_on_known_maps():
     t = 3
     eye = torch.eye(t).expand(1, 2, t, t)
-    assert torch.allclose(viz.rollout([eye, eye, eye]), torch.eye(t))  # attention to self only
+    assert torch.allclose(rollout([eye, eye, eye]), torch.eye(t))  # attention to self only
     uniform = torch.full((1, 1, t, t), 1 / t)
     one = (uniform[0, 0] + torch.eye(t)) / 2  # norm(A + I) = the paper's 0.5 A + 0.5 I
-    assert torch.allclose(viz.rollout([uniform])[0], one)
+    assert torch.allclose(rollout([uniform])[0], one)
     a, b = torch.rand(2, 1, 4, t, t).softmax(-1)
     norm = [(m.mean(1) + torch.eye(t)) / 2 for m in (a, b)]
-    assert torch.allclose(viz.rollout([a, b]), norm[1] @ norm[0], atol=1e-6)  # later layers left
+    assert torch.allclose(rollout([a, b]), norm[1] @ norm[0], atol=1e-6)  # later layers left
     heads = torch.stack([torch.eye(t), torch.full((t, t), 1 / t)])[None]  # [1, 2, t, t]
-    fused_max = viz.rollout([heads], "max")[0]
+    fused_max = rollout([heads], "max")[0]
     top = torch.maximum(torch.eye(t), torch.full((t, t), 1 / t)) + torch.eye(t)
     assert torch.allclose(fused_max, top / top.sum(-1, keepdim=True))
-    assert torch.allclose(viz.fuse_heads(heads, "min")[0], torch.eye(t) / t)
+    assert torch.allclose(fuse_heads(heads, "min")[0], torch.eye(t) / t)
     row = torch.tensor([0.1, 0.2, 0.3, 0.4]).expand(1, 1, 4, 4)
-    kept = viz.rollout([row], discard=0.5)[0, 0]  # the two weakest entries of row 0 dropped
+    kept = rollout([row], discard=0.5)[0, 0]  # the two weakest entries of row 0 dropped
     expected = torch.tensor([1.0, 0.0, 0.3, 0.4])  # + identity on the diagonal
     assert torch.allclose(kept, expected / expected.sum())
 
@@ -78,22 +91,22 @@ def test_rollout_on_known_maps():
 def test_rollout_of_diff_maps_is_a_distribution():
     a1, a2 = torch.rand(2, 2, 3, 6, 6).softmax(-1)
     diff = a1 - 0.7 * a2  # negative entries, rows summing to 0.3
-    r = viz.rollout([diff, diff])
+    r = rollout([diff, diff])
     assert (r >= 0).all() and torch.allclose(r.sum(-1), torch.ones(2, 6))
 
 
 def test_mass_mask_keeps_the_fewest_patches_holding_the_mass():
     m = torch.tensor([[0.2, 0.5], [0.3, 0.0]])
-    assert viz.mass_mask(m, 0.6).tolist() == [[False, True], [True, False]]
-    assert viz.mass_mask(m, 0.5).tolist() == [[False, True], [False, False]]
-    assert viz.mass_mask(10 * m, 0.9).tolist() == [[True, True], [True, False]]  # scale-free
-    assert viz.mass_mask(torch.rand(2, 3, 4, 4), 0.6).shape == (2, 3, 4, 4)
+    assert mass_mask(m, 0.6).tolist() == [[False, True], [True, False]]
+    assert mass_mask(m, 0.5).tolist() == [[False, True], [False, False]]
+    assert mass_mask(10 * m, 0.9).tolist() == [[True, True], [True, False]]  # scale-free
+    assert mass_mask(torch.rand(2, 3, 4, 4), 0.6).shape == (2, 3, 4, 4)
 
 
 def test_upsample_is_blockwise_and_similarity_is_cosine():
-    up = viz.upsample(torch.tensor([[True, False], [False, True]]), (4, 4))
+    up = upsample(torch.tensor([[True, False], [False, True]]), (4, 4))
     assert up.tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]]
-    sim = viz.cosine_similarity(torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 3.0]]))
+    sim = cosine_similarity(torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 3.0]]))
     assert torch.allclose(sim, torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
 
 
@@ -115,26 +128,26 @@ def test_every_visualizer_on_tiny_models(attention, patch, posemb):
                              posemb=posemb)).eval()
     images = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
     with torch.no_grad():
-        out = viz.tensorboard_images(model, images, (0.5,) * 3, (0.5,) * 3, viz.ALL, ["a", "b"])
-    assert sorted(out) == sorted(f"viz/{name}" for name in viz.ALL)
+        out = tensorboard_images(model, images, (0.5,) * 3, (0.5,) * 3, ALL, ["a", "b"])
+    assert sorted(out) == sorted(f"viz/{name}" for name in ALL)
     for image in out.values():
         assert image.dim() == 3 and image.shape[0] == 3 and 0 <= image.min() and image.max() <= 1
-    x = viz.model_input(model, images, (0.5,) * 3, (0.5,) * 3)
+    x = model_input(model, images, (0.5,) * 3, (0.5,) * 3)
     grid = (16 // patch,) * 2
-    r = viz.rollout_map(model, x, "min", 0.3)
+    r = rollout_map(model, x, "min", 0.3)
     assert r.shape == (2, *grid) and (r >= 0).all() and r.sum() > 0
-    assert viz.cls_attention_maps(model, x, layer=-2).shape == (2, model.cfg.heads, *grid)
+    assert cls_attention_maps(model, x, layer=-2).shape == (2, model.cfg.heads, *grid)
 
 
 def test_visualizer_options_are_checked():
     discover()
     with pytest.raises(ZooError, match="unknown parameter of visualizer 'rollout'.*did you mean fusion"):
-        viz.build_visualizers([{"rollout": {"fuson": "max"}}], "--visualizer")
+        build_visualizers([{"rollout": {"fuson": "max"}}], "--visualizer")
     with pytest.raises(ZooError, match="fusion must be mean, max or min"):
-        viz.build_visualizers([{"rollout": {"fusion": "median"}}], "--visualizer")
+        build_visualizers([{"rollout": {"fusion": "median"}}], "--visualizer")
     model = build_model(dict(img_size=8, patch_size=4, dim=8, depth=2, heads=2)).eval()
     with pytest.raises(ZooError, match="layer 2 is out of range for a 2-layer model"):
-        viz.cls_attention_maps(model, torch.zeros(1, 3, 8, 8), layer=2)
+        cls_attention_maps(model, torch.zeros(1, 3, 8, 8), layer=2)
 
 
 # --------------------------------------------------------------------------- a trained model
@@ -154,19 +167,19 @@ def test_trained_quickstart_attends_to_the_object(quickstart_run):
     """
     model, recipe, _ = load_trained(quickstart_run)
     val = build_datasets(recipe.data.dataset, ["val"], recipe.model.img_size, recipe.data.root)["val"]
-    x = viz.model_input(model, val.images[:500], val.mean, val.std)
+    x = model_input(model, val.images[:500], val.mean, val.std)
     frac = F.avg_pool2d(val.masks[:500, None].float(), model.patch_size)[:, 0]  # [B, gh, gw]
     obj = frac.mean((1, 2))
 
     def share(maps: torch.Tensor) -> torch.Tensor:
         return (maps * frac).sum((1, 2)) / maps.sum((1, 2))
 
-    rollout, cls = share(viz.rollout_map(model, x)), share(viz.cls_attention_maps(model, x).mean(1))
+    rollout, cls = share(rollout_map(model, x)), share(cls_attention_maps(model, x).mean(1))
     assert rollout.mean() > 1.4 * obj.mean(), (rollout.mean(), obj.mean())
     assert (rollout > obj).float().mean() > 0.9
     assert cls.mean() > 1.7 * obj.mean(), (cls.mean(), obj.mean())
     torch.manual_seed(0)
-    untrained = share(viz.rollout_map(build_model(recipe.model).eval(), x))
+    untrained = share(rollout_map(build_model(recipe.model).eval(), x))
     assert untrained.mean() < 1.15 * obj.mean()  # the measure itself does not favour the object
 
 
@@ -248,11 +261,11 @@ def test_images_are_converted_or_refused(tmp_path):
     Image.fromarray(rgba).save(tmp_path / "rgba.png")
     Image.new("RGB", (5000, 4000), "red").save(tmp_path / "huge.png")
     for name in ("grey.png", "rgba.png", "huge.png"):
-        img = viz.load_image(tmp_path / name, 32)
+        img = load_image(tmp_path / name, 32)
         assert img.dtype == torch.uint8 and img.shape == (3, 32, 32), name
-    grey = viz.load_image(tmp_path / "grey.png", 32)
+    grey = load_image(tmp_path / "grey.png", 32)
     assert torch.equal(grey[0], grey[1]) and torch.equal(grey[1], grey[2])
-    assert viz.load_image(tmp_path / "huge.png", 32)[:, 0, 0].tolist() == [255, 0, 0]
+    assert load_image(tmp_path / "huge.png", 32)[:, 0, 0].tolist() == [255, 0, 0]
 
     Image.fromarray(rgb).save(tmp_path / "whole.png")
     data = (tmp_path / "whole.png").read_bytes()
@@ -261,7 +274,7 @@ def test_images_are_converted_or_refused(tmp_path):
     (tmp_path / "bomb.png").write_bytes(png_header(20000, 20000))
     for name in ("truncated.png", "text.png", "bomb.png", "missing.png"):
         with pytest.raises(ZooError, match=rf"{name}: cannot read image") as e:
-            viz.load_image(tmp_path / name, 32)
+            load_image(tmp_path / name, 32)
         assert "\n" not in str(e.value)
 
 
@@ -285,7 +298,7 @@ def test_timm_source_offline(tmp_path, monkeypatch):
     args = ["viz", "timm:test_vit", "--image", str(tmp_path / "photo.jpg"), "--out", str(tmp_path / "out")]
     result = CliRunner().invoke(cli, [*args, "--weights", str(weights)])
     assert result.exit_code == 0, result.output
-    assert sorted(Path(p).name for p in result.stdout.split()) == sorted(f"{n}.png" for n in viz.ALL)
+    assert sorted(Path(p).name for p in result.stdout.split()) == sorted(f"{n}.png" for n in ALL)
     one_line_error(CliRunner().invoke(cli, args), "timm:test_vit: cannot get pretrained weights",
                    "--weights test_vit.pth")
     one_line_error(CliRunner().invoke(cli, args[:2] + ["--weights", str(weights)]), "pass --image PATH")
@@ -294,7 +307,7 @@ def test_timm_source_offline(tmp_path, monkeypatch):
 
     pth = tmp_path / "test_vit.pth"
     torch.save(timm.create_model("test_vit").state_dict(), pth)
-    subject = viz.load_subject("timm:test_vit", str(pth))
+    subject = load_subject("timm:test_vit", str(pth))
     assert subject.model.cfg.img_size == 160 and subject.mean == (0.5, 0.5, 0.5)
     with pytest.raises(ZooError, match="does not fit timm:vit_tiny_patch16_224"):
-        viz.load_timm("vit_tiny_patch16_224", str(pth))
+        load_timm("vit_tiny_patch16_224", str(pth))

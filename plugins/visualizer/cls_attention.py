@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
+from zoo.attention.figures import heat_figure
+from zoo.attention.maps import cls_attention_maps
 from zoo.registry import register, spec_name
-from zoo.viz import cls_attention_maps, heat_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -7,19 +7,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from torch import Tensor
 
+from zoo.attention.figures import gap_of, grid_figure, mosaic, overlay, rgb01
+from zoo.attention.maps import cls_attention_maps, mass_mask, scaled, upsample
 from zoo.errors import ZooError
 from zoo.registry import register, spec_name
-from zoo.viz import (
-    cls_attention_maps,
-    gap_of,
-    grid_figure,
-    mass_mask,
-    mosaic,
-    overlay,
-    rgb01,
-    scaled,
-    upsample,
-)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

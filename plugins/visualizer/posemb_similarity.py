@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from zoo.attention.figures import DPI, mosaic, note_figure
+from zoo.attention.maps import cosine_similarity
 from zoo.registry import register, spec_name
-from zoo.viz import DPI, cosine_similarity, mosaic, note_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -6,9 +6,10 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
+from zoo.attention.figures import heat_figure
+from zoo.attention.maps import rollout_map
 from zoo.errors import ZooError
 from zoo.registry import register, spec_name
-from zoo.viz import heat_figure, rollout_map
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -57,18 +57,9 @@ def viz(source: str, image_paths: tuple[str, ...], specs: tuple[str, ...], compa
     """
     import torch
 
+    from zoo.attention.figures import build_visualizers, draw, model_input, save_png
+    from zoo.attention.subjects import ALL, COMPARE, compare_figures, load_images, load_subject
     from zoo.registry import discover
-    from zoo.viz import (
-        ALL,
-        COMPARE,
-        build_visualizers,
-        compare_figures,
-        draw,
-        load_images,
-        load_subject,
-        model_input,
-        save_png,
-    )
 
     discover(plugin_paths)
     a = load_subject(source, weights, not image_paths, plugin_paths, trust_plugins)

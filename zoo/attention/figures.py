@@ -1,0 +1,169 @@
+"""Attention figures: matplotlib drawing, and running the visualizers for PNGs and TensorBoard.
+
+A visualizer is a plugin of kind `visualizer`, one file in plugins/visualizer/: a class whose
+constructor takes its options (its signature is its schema, as for every plugin) and whose
+instances are called as
+
+    vis(model, images, x, names) -> {figure name: matplotlib Figure}
+
+    model   a zoo ViT, in eval mode
+    images  uint8 [B, 3, H, W] on the CPU: what the figures show
+    x       the same images as the model reads them: float, normalised, on the model's device
+    names   one label per image
+
+A visualizer that draws one heat map per image also has `heatmap(model, x) -> [B, gh, gw]`
+(float, over the patch grid); `zoo viz --compare` puts two models' heat maps side by side.
+
+Figures use matplotlib's object API drawn by Agg, never pyplot: nothing global changes,
+nothing leaks. matplotlib is imported inside the functions that draw, so importing this
+module (the trainer does) costs nothing until a figure is made.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from zoo.attention.maps import scaled, upsample
+from zoo.data import normalize, resize_images, to_float
+from zoo.registry import build, spec_name
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from zoo.model import ViT
+
+
+PANEL = 1.6  # inches per image panel
+DPI = 100
+HEAT = "inferno"
+ALPHA = 0.6  # weight of the heat map over the image
+RELATIVE = "attention / its maximum in the panel"
+
+
+def mosaic(tiles: np.ndarray, gap: int, fill: float) -> np.ndarray:
+    """[rows, cols, H, W, ...] -> one [rows*(H+gap)-gap, cols*(W+gap)-gap, ...] array,
+    tiles separated by `gap` lines of `fill`."""
+    rows, cols, h, w = tiles.shape[:4]
+    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, *tiles.shape[4:]), fill)
+    for i in range(rows):
+        for j in range(cols):
+            out[i * (h + gap): i * (h + gap) + h, j * (w + gap): j * (w + gap) + w] = tiles[i, j]
+    return out
+
+
+def gap_of(size: int) -> int:
+    return max(1, size // 16)
+
+
+def rgb01(images: Tensor) -> np.ndarray:
+    """uint8 [B, 3, H, W] -> float [B, H, W, 3] in [0, 1]."""
+    return images.permute(0, 2, 3, 1).cpu().numpy() / 255.0
+
+
+def overlay(images: Tensor, heat: Tensor) -> np.ndarray:
+    """The images under heat maps [B, gh, gw] in [0, 1], upsampled: float [B, H, W, 3]."""
+    from matplotlib import colormaps
+
+    colour = colormaps[HEAT](upsample(heat.float().cpu(), images.shape[-2:]).numpy())[..., :3]
+    return (1 - ALPHA) * rgb01(images) + ALPHA * colour
+
+
+def grid_figure(title: str, tiles: np.ndarray, rows: list[str], cols: list[str],
+                colorbar: str | None = RELATIVE) -> tuple[Figure, Axes]:
+    """Tiles [rows, cols, H, W, 3] as one labelled image (one axes: fast to draw), with a
+    colour bar of the heat map scale."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    r, c, h, w = tiles.shape[:4]
+    gap = gap_of(h)
+    fig = Figure(figsize=(PANEL * c + 2.2, PANEL * r + 0.9), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    ax.imshow(mosaic(tiles, gap, 1.0))
+    ax.set_xticks([j * (w + gap) + (w - 1) / 2 for j in range(c)], cols, fontsize=8)
+    ax.set_yticks([i * (h + gap) + (h - 1) / 2 for i in range(r)], rows, fontsize=8)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title(title, fontsize=10)
+    if colorbar:
+        fig.colorbar(ScalarMappable(Normalize(0, 1), HEAT), ax=ax, shrink=0.6, label=colorbar)
+    return fig, ax
+
+
+def heat_figure(title: str, images: Tensor, names: list[str],
+                columns: list[tuple[str, Tensor]]) -> Figure:
+    """Rows = images; columns = the input, then one heat map [B, gh, gw] per column over the
+    image, each scaled to its maximum."""
+    tiles = [rgb01(images)] + [overlay(images, scaled(maps.cpu())) for _, maps in columns]
+    return grid_figure(title, np.stack(tiles, 1), names, ["input"] + [c for c, _ in columns])[0]
+
+
+def note_figure(title: str, text: str) -> Figure:
+    """A figure that says why there is nothing to draw."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 2), dpi=DPI)
+    fig.suptitle(title)
+    fig.text(0.5, 0.45, text, ha="center", va="center")
+    return fig
+
+
+def save_png(fig: Figure, file: Any) -> None:
+    """PNG of the figure, cropped to what it draws (long row labels included)."""
+    fig.savefig(file, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.1)
+
+
+def figure_array(fig: Figure) -> Tensor:
+    """The figure's PNG as a [3, H, W] float image in [0, 1] (what TensorBoard takes)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    save_png(fig, buf)
+    rgb = np.array(Image.open(buf).convert("RGB"))
+    return torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255)
+
+
+def build_visualizers(specs: Sequence[Any], path: str) -> list[tuple[str, Any]]:
+    """(name, visualizer) for each spec, built through the registry (errors name `path[i]`)."""
+    return [(spec_name(s), build("visualizer", s, path=f"{path}[{i}]")) for i, s in enumerate(specs)]
+
+
+def model_input(model: ViT, images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """uint8 images -> what the model reads: resized to its img_size, in [0, 1], normalised."""
+    device = next(model.parameters()).device
+    images = resize_images(images, model.cfg.img_size).to(device)
+    return normalize(to_float(images), mean, std)
+
+
+def draw(visualizers: list[tuple[str, Any]], model: ViT, images: Tensor, x: Tensor,
+         names: list[str]) -> dict[str, Figure]:
+    """Every visualizer's figures, names made unique."""
+    figures: dict[str, Figure] = {}
+    for _, vis in visualizers:
+        for key, fig in vis(model, images.cpu(), x, names).items():
+            figures[key if key not in figures else f"{key}_{len(figures)}"] = fig
+    return figures
+
+
+@torch.no_grad()
+def tensorboard_images(model: ViT, images: Tensor, mean: Sequence[float], std: Sequence[float],
+                       specs: Sequence[Any], names: list[str] | None = None) -> dict[str, Tensor]:
+    """The recipe's `log.visualizers` on fixed images, as {`viz/<figure>`: [3, H, W] in [0, 1]}.
+
+    What Trainer.figures logs to TensorBoard at each evaluation; the caller puts the model
+    in eval mode. images: uint8 [B, 3, H, W] at the model's size.
+    """
+    names = names or [str(i) for i in range(len(images))]
+    x = model_input(model, images, mean, std)
+    figures = draw(build_visualizers(specs, "log.visualizers"), model, images, x, names)
+    return {f"viz/{k}": figure_array(f) for k, f in figures.items()}

@@ -1,0 +1,153 @@
+"""What `zoo viz` looks at: a run, a checkpoint or a timm model, and the images shown to it.
+
+A run brings its model, the mean and std it was trained with and its fixed validation
+images; a timm ViT is converted by `zoo.convert.from_timm`; image files are read through
+`zoo.io.open_rgb`, the one size-capped decoder. `compare_figures` draws two subjects side by
+side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from zoo.attention.figures import heat_figure, model_input
+from zoo.data import TensorData, build_datasets
+from zoo.errors import ZooError, suggest
+from zoo.io import open_rgb, quiet_hub_retries, read_state_dict
+from zoo.registry import spec_name
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from zoo.model import ViT
+
+
+ALL = ["cls_attention", "rollout", "dino", "posemb_similarity"]  # `zoo viz` without --visualizer
+COMPARE = ["rollout", "cls_attention"]  # `zoo viz --compare` without --visualizer
+
+
+def load_image(path: str | Path, size: int) -> Tensor:
+    """One image file as uint8 [3, size, size]: RGB (zoo.data.open_rgb), shorter side
+    resized to `size`, centre cropped (as FolderData reads images)."""
+    from PIL import Image, ImageOps
+
+    img = ImageOps.fit(open_rgb(path, draft=size), (size, size), Image.BICUBIC)
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous()
+
+
+def load_images(paths: Sequence[str | Path], size: int) -> tuple[Tensor, list[str]]:
+    """Image files -> uint8 [B, 3, size, size] and their file names."""
+    return torch.stack([load_image(p, size) for p in paths]), [Path(p).name for p in paths]
+
+
+def first_images(dataset: Any, n: int) -> tuple[Tensor, list[str]]:
+    """The first n images of a split (uint8 [n, 3, H, W]) and names `index: class`: the fixed
+    images every evaluation shows, so maps can be compared across epochs."""
+    n = min(n, len(dataset))
+    if isinstance(dataset, TensorData):
+        images, labels = dataset.images[:n], dataset.labels[:n].tolist()
+    else:
+        pairs = [dataset[i] for i in range(n)]
+        images, labels = torch.stack([p[0] for p in pairs]), [int(p[1]) for p in pairs]
+    return images.cpu(), [f"{i}: {dataset.classes[y]}" for i, y in enumerate(labels)]
+
+
+@dataclass
+class Subject:
+    """A model to look at and how to feed it; `images` are its run's fixed validation images."""
+
+    model: ViT
+    label: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    out: Path  # where its PNGs go by default
+    images: Tensor | None = None
+    names: list[str] = field(default_factory=list)
+    visualizers: list[Any] = field(default_factory=list)  # the recipe's log.visualizers
+
+
+def load_subject(source: str, weights: str | None = None, need_images: bool = True,
+                 plugins: Sequence[str] = (), trust_plugins: bool = False) -> Subject:
+    """A run dir, a checkpoint (folder or .safetensors in a run) or `timm:MODEL_NAME`.
+
+    A run's own images are the first images of its first evaluated split (as training
+    showed them); without `need_images` (the user brings images) no dataset is read.
+    """
+    if source.startswith("timm:"):
+        return load_timm(source.removeprefix("timm:"), weights)
+    if weights is not None:
+        raise ZooError("--weights is for timm:MODEL sources; a run or checkpoint has its own weights")
+    from zoo.runs import load_trained, trained_on
+
+    model, recipe, run = load_trained(source, plugins=plugins, trust_plugins=trust_plugins)
+    stats = trained_on(run, recipe)
+    images, names = None, []
+    if need_images:
+        split = recipe.data.eval_splits[0]
+        shown = build_datasets(recipe.data.dataset, [split], recipe.model.img_size,
+                               recipe.data.root)[split]
+        images, names = first_images(shown, recipe.log.viz_images)
+    label = f"{recipe.name} ({spec_name(recipe.model.attention)})"
+    return Subject(model, label, tuple(stats["mean"]), tuple(stats["std"]),
+                   run / "figures" / "viz", images, names, list(recipe.log.visualizers))
+
+
+def load_timm(name: str, weights: str | None = None) -> Subject:
+    """A timm ViT, pretrained or with the state dict in `weights`, converted by `from_timm`;
+    images are normalised with its pretrained config's mean and std."""
+    import timm
+
+    from zoo.convert import from_timm
+
+    if not timm.is_model(name):
+        arch = name.split(".")[0]
+        raise ZooError(f"timm:{name}: unknown timm model{suggest(arch, timm.list_models())}")
+    if "." in name and not timm.list_pretrained(name):
+        known = ", ".join(timm.list_pretrained(name.split(".")[0] + ".*")) or "none"
+        raise ZooError(f"timm:{name}: unknown pretrained tag; there are: {known}")
+    try:
+        with quiet_hub_retries():
+            tm = timm.create_model(name, pretrained=weights is None)
+    except Exception as e:  # no network, no cache: hub, HTTP and file errors alike
+        file = name.replace("/", "_") + ".pth"
+        raise ZooError(
+            f"timm:{name}: cannot get pretrained weights ({type(e).__name__}); where there is a "
+            f"network run `python -c \"import timm, torch; torch.save(timm.create_model('{name}', "
+            f"pretrained=True).state_dict(), '{file}')\"` and pass --weights {file}"
+        ) from e
+    if weights is not None:
+        try:
+            missing, unexpected = tm.load_state_dict(read_state_dict(weights), strict=False)
+        except RuntimeError as e:  # shapes that do not fit
+            raise ZooError(f"--weights {weights}: does not fit timm:{name} "
+                           f"({str(e).strip().splitlines()[-1].strip()})") from e
+        if missing or unexpected:
+            raise ZooError(f"--weights {weights}: does not fit timm:{name} (missing "
+                           f"{missing[:3]}..., unexpected {unexpected[:3]}...)")
+    cfg = tm.pretrained_cfg
+    mean, std = tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+    return Subject(from_timm(tm.eval()).eval(), f"timm:{name}", mean, std,
+                   Path("viz") / f"timm-{name.replace('/', '_')}")
+
+
+def compare_figures(a: Subject, b: Subject, visualizers: list[tuple[str, Any]], images: Tensor,
+                    names: list[str]) -> dict[str, Figure]:
+    """For each visualizer with a `heatmap`: rows = images; columns = input, A's map, B's map."""
+    figures = {}
+    for name, vis in visualizers:
+        if not hasattr(vis, "heatmap"):
+            raise ZooError(
+                f"--compare: visualizer '{name}' draws no single map per image; "
+                f"compare with one of: {', '.join(COMPARE)}"
+            )
+        cols = [(s.label, vis.heatmap(s.model, model_input(s.model, images, s.mean, s.std)))
+                for s in (a, b)]
+        figures[f"compare_{name}"] = heat_figure(f"{name}: {a.label} vs {b.label}", images, names, cols)
+    return figures
