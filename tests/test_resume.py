@@ -424,7 +424,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, mon
 def test_a_broken_last_link_resumes_from_the_newest_complete_step(tmp_path):
     """A dangling checkpoints/last neither stops a resume nor makes a sweep restart (and
     delete) a cell that has intact checkpoints."""
-    from zoo.sweep import cell_state
+    from zoo.study.sweep import cell_state
 
     ckpt = tmp_path / "run" / "checkpoints"
     checkpoint.save(ckpt, 1, {"w": torch.zeros(1)}, {"step": 1})

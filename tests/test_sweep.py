@@ -16,11 +16,12 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import ROOT
-from zoo import sweep as sweep_mod
 from zoo.cli import cli
 from zoo.errors import ZooError
 from zoo.recipe import load_recipe, parse_override, resolve, yaml_value
-from zoo.sweep import cell_overrides, check, load_sweep, run_sweep
+from zoo.study import sweep as sweep_mod
+from zoo.study.cells import cell_order, cell_overrides, load_sweep
+from zoo.study.sweep import SweepInterrupted, check, run_sweep
 
 BASE = """\
 name: tiny
@@ -185,6 +186,7 @@ def test_only_missing_cells_run(tmp_path, seed_sweep):
     assert len(runner.calls) == 3
     runner = FakeRunner()
     assert run_sweep(seed_sweep, out, (), runner) == [] and runner.calls == []
+    assert cell_order(out) == ["seed=0", "seed=1", "seed=2", "seed=3"]  # for `zoo report`
 
 
 def test_a_failed_cell_is_reported_and_the_rest_run(tmp_path, seed_sweep, monkeypatch):
@@ -211,9 +213,21 @@ def test_an_interrupt_stops_the_sweep(tmp_path, seed_sweep, how):
             raise KeyboardInterrupt("SIGINT")
         return 143
 
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(SweepInterrupted, match="interrupted in seed=0"):
         run_sweep(seed_sweep, tmp_path / "runs", (), interrupted)
-    assert e.value.code == 130 and len(calls) == 1
+    assert len(calls) == 1
+
+
+def test_the_cli_says_how_to_finish_an_interrupted_sweep(tmp_path, seed_sweep, monkeypatch):
+    def interrupted(cmd):
+        raise KeyboardInterrupt("SIGTERM")
+
+    monkeypatch.setattr(sweep_mod, "run_subprocess", interrupted)
+    result = CliRunner().invoke(cli, ["sweep", str(seed_sweep.path), "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 130
+    assert result.stdout.startswith("[1/4] seed=0: running\n  ")
+    assert result.stderr == ("\nsweep s: interrupted in seed=0 (SIGTERM); run the same command "
+                             "again to finish the missing cells\n")
 
 
 def test_a_folder_with_another_recipe_is_not_skipped(tmp_path, seed_sweep):

@@ -28,13 +28,18 @@ def sweep(sweep_file: str, overrides: tuple[str, ...], out: str | None, dry_run:
     zoo sweep recipes/sweeps/patch_size.yaml --dry-run
     """
     from zoo.recipe import parse_override
-    from zoo.sweep import load_sweep, run_subprocess, run_sweep
+    from zoo.study.cells import load_sweep
+    from zoo.study.sweep import SweepInterrupted, run_subprocess, run_sweep
 
     for item in overrides:
         parse_override(item)
     spec = load_sweep(sweep_file)
     out_dir = Path(out) if out else Path("runs") / spec.name
-    failed = run_sweep(spec, out_dir, overrides, run_subprocess, dry_run=dry_run)
+    try:
+        failed = run_sweep(spec, out_dir, overrides, run_subprocess, dry_run=dry_run, echo=click.echo)
+    except SweepInterrupted as e:
+        click.echo(f"\n{e}", err=True)
+        sys.exit(130)
     if dry_run:
         return
     n = len(spec.cells)
@@ -54,7 +59,7 @@ def report(runs_dirs: tuple[str, ...], out: str | None) -> None:
     zoo report runs/patch_size_shapes
     zoo report runs/patch_size runs/posemb --out reports/cifar
     """
-    from zoo.report import write_report
+    from zoo.study.report import write_report
 
     roots = [Path(d) for d in runs_dirs]
     files = write_report(roots, Path(out) if out else roots[0])

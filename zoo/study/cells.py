@@ -1,4 +1,4 @@
-"""`zoo sweep`: one base recipe, many cells, each cell a real `zoo run` in its own folder.
+"""A sweep file and its cells: one base recipe, many cells, each cell a real `zoo run`.
 
 A sweep file (YAML; paths relative to it):
 
@@ -14,9 +14,8 @@ A sweep file (YAML; paths relative to it):
 The cells are `cells` x `grid` (at least one of them). A cell's overrides apply in the order
 `set`, its `cells` entry, its `grid` values, then `zoo sweep --set` (last wins, so
 `--set train.epochs=1` shortens every cell). Each cell runs into `OUT/<cell>/`, named by its
-`cells` name and the keys that vary, e.g. `diffvit-patch_size=2`. A cell that finished is
-skipped, one with a checkpoint is resumed, and one that stopped before its first checkpoint
-is removed and started over, so running a sweep again completes only what is missing.
+`cells` name and the keys that vary, e.g. `diffvit-patch_size=2`; OUT/sweep.json records
+the cells in order, so that a report lists them as the sweep file does.
 """
 
 from __future__ import annotations
@@ -26,30 +25,18 @@ import itertools
 import json
 import os
 import re
-import shlex
-import shutil
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
-
-from zoo.checkpoint import newest
 from zoo.errors import ZooError, suggest
-from zoo.recipe import load_recipe, read_yaml, resolve, section_keys, yaml_value
-from zoo.runs import RECIPE_FILE, SUMMARY_FILE
+from zoo.io import write_json
+from zoo.recipe import read_text, read_yaml, yaml_value
 
 SWEEP_KEYS = ("name", "base", "set", "cells", "grid")
 SAFE = re.compile(r"[^A-Za-z0-9_.=+,-]")  # no quoting in a shell, portable in a file name
 MAX_NAME = 80
-
-Runner = Callable[[list[str]], int]
-INTERRUPTED = {128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM}  # exit codes
+ORDER_FILE = "sweep.json"  # in OUT: the sweep that made the cells, and their order
 
 
 @dataclass
@@ -151,8 +138,14 @@ def _grid(value: Any, path: Path) -> list[tuple[dict[str, Any], dict[str, str]]]
     ]
 
 
+def cell_overrides(sweep: Sweep, cell: Cell, extra: tuple[str, ...] = ()) -> list[str]:
+    """`set`, the cell's own overrides, then the command line's (last wins)."""
+    merged = {**sweep.fixed, **cell.overrides}
+    return [f"{k}={yaml_value(v)}" for k, v in merged.items()] + list(extra)
+
+
 # ---------------------------------------------------------------------------------------
-# Cell names
+# Cell names, and their order on disk
 
 
 def short_value(value: Any) -> str:
@@ -214,154 +207,17 @@ def cell_names(combos: list[Combo], path: Path) -> list[str]:
     return unique
 
 
-# ---------------------------------------------------------------------------------------
-# Planning: what each cell needs, and the command that does it
+def record_order(sweep: Sweep, out: Path) -> None:
+    """Write OUT/sweep.json: a folder listing cannot tell the sweep file's order."""
+    write_json(out / ORDER_FILE, {"sweep": sweep.name, "file": str(sweep.path),
+                                  "cells": [c.name for c in sweep.cells]})
 
 
-def cell_overrides(sweep: Sweep, cell: Cell, extra: tuple[str, ...] = ()) -> list[str]:
-    """`set`, the cell's own overrides, then the command line's (last wins)."""
-    merged = {**sweep.fixed, **cell.overrides}
-    return [f"{k}={yaml_value(v)}" for k, v in merged.items()] + list(extra)
-
-
-def cell_state(run_dir: Path) -> str:
-    """finished | resume (has a checkpoint) | restart (started, no checkpoint) | new."""
+def cell_order(folder: Path) -> list[str]:
+    """The cell names a sweep recorded in `folder`, in its order; [] when none did (read
+    bounded, as anything in a run folder may be hostile)."""
     try:
-        if json.loads((run_dir / SUMMARY_FILE).read_text()).get("status") == "finished":
-            return "finished"
-    except (OSError, ValueError, AttributeError):
-        pass
-    if newest(run_dir / "checkpoints") is not None:  # never "restart" (delete) over a checkpoint
-        return "resume"
-    if (run_dir / RECIPE_FILE).exists():
-        return "restart"
-    return "new"
-
-
-def _shell_path(path: Path) -> str:
-    """`path` relative to the working directory when inside it, so commands stay short."""
-    path = Path(os.path.abspath(path))
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def command(sweep: Sweep, cell: Cell, run_dir: Path, state: str, extra: tuple[str, ...]) -> list[str]:
-    """The exact argv a cell runs; `--dry-run` prints it."""
-    zoo = [sys.executable, "-m", "zoo", "run"]
-    if state == "resume":
-        return [*zoo, "--resume", str(run_dir)]
-    sets = [a for o in cell_overrides(sweep, cell, extra) for a in ("--set", o)]
-    return [*zoo, _shell_path(sweep.base), *sets, "--out", str(run_dir)]
-
-
-def check(sweep: Sweep, out: Path, extra: tuple[str, ...]) -> dict[str, str]:
-    """Validate every cell's recipe and plugins before anything runs; return each cell's state.
-
-    A folder that already holds a run of a different recipe (say one shortened with
-    `--set train.epochs=1`) is an error rather than a silent skip or resume; `log.*` keys
-    may differ.
-    """
-    states = {}
-    for cell in sweep.cells:
-        try:
-            recipe = resolve(str(sweep.base), tuple(cell_overrides(sweep, cell, extra)), ())
-        except ZooError as e:
-            raise ZooError(f"{sweep.path}: cell {cell.name}: {e}") from e
-        run_dir = out / cell.name
-        states[cell.name] = state = cell_state(run_dir)
-        if state in ("finished", "resume"):
-            had = section_keys(load_recipe(run_dir / RECIPE_FILE).to_dict())
-            want = section_keys(recipe.to_dict())
-            diff = [f"{k}: {had.get(k)!r} -> {want.get(k)!r}" for k in want
-                    if had.get(k) != want.get(k) and not k.startswith("log.")]  # log: no effect on results
-            if diff:
-                raise ZooError(
-                    f"{run_dir}: holds a run of another recipe ({'; '.join(diff[:3])}); "
-                    "remove it or sweep into another --out"
-                )
-    return states
-
-
-# ---------------------------------------------------------------------------------------
-# Running
-
-
-def _die_with_parent() -> None:
-    """In the cell's process (Linux): SIGTERM when the sweep dies, even by SIGKILL, so the
-    cell checkpoints and stops instead of training on unwatched (PR_SET_PDEATHSIG)."""
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-
-
-def run_subprocess(cmd: list[str]) -> int:
-    """Run one cell; Ctrl-C or SIGTERM reaches the trainer, which checkpoints, then we stop."""
-    proc = subprocess.Popen(cmd, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-    got: list[int] = []
-
-    def forward(signum: int, frame: Any) -> None:
-        got.append(signum)
-        proc.send_signal(signum)
-
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        rc = proc.wait()
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-    if got:
-        raise KeyboardInterrupt(signal.Signals(got[0]).name)
-    return rc
-
-
-def run_sweep(
-    sweep: Sweep,
-    out: Path,
-    extra: tuple[str, ...],
-    runner: Runner,
-    dry_run: bool = False,
-) -> list[str]:
-    """Run the missing cells in order with `runner(argv) -> exit code`; return the failures."""
-    states = check(sweep, out, extra)
-    failed: list[str] = []
-    n = len(sweep.cells)
-    for i, cell in enumerate(sweep.cells, 1):
-        run_dir = out / cell.name
-        state = states[cell.name]
-        cmd = command(sweep, cell, run_dir, state, extra)
-        if dry_run:
-            line = shlex.join(cmd)
-            if state == "finished":
-                line = f"# finished: {run_dir}"
-            elif state == "restart":
-                line = f"rm -r {shlex.quote(str(run_dir))} && {line}"
-            click.echo(line)
-            continue
-        if state == "finished":
-            click.echo(f"[{i}/{n}] {cell.name}: finished, skipped")
-            continue
-        click.echo(f"[{i}/{n}] {cell.name}: {'resuming' if state == 'resume' else 'running'}")
-        click.echo(f"  {shlex.join(cmd)}")
-        if state == "restart":
-            shutil.rmtree(run_dir)  # stopped before its first checkpoint: nothing to resume
-        tic = time.monotonic()
-        try:
-            rc = runner(cmd)
-            why = f"exit {rc}" if rc in INTERRUPTED else ""
-        except KeyboardInterrupt as e:
-            why = str(e) or "SIGINT"
-        if why:
-            click.echo(
-                f"\nsweep {sweep.name}: interrupted in {cell.name} ({why}); run the same "
-                "command again to finish the missing cells", err=True,
-            )
-            sys.exit(130)
-        if rc != 0:
-            failed.append(f"{cell.name} (exit {rc})")
-        elif cell_state(run_dir) != "finished":
-            failed.append(f"{cell.name} (exit 0 but no finished {SUMMARY_FILE})")
-        else:
-            click.echo(f"[{i}/{n}] {cell.name}: done in {time.monotonic() - tic:.0f}s")
-    return failed
+        cells = json.loads(read_text(folder / ORDER_FILE)).get("cells")
+    except (ZooError, ValueError, AttributeError):
+        return []
+    return [c for c in cells if isinstance(c, str)] if isinstance(cells, list) else []
