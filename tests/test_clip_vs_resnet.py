@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import math
@@ -13,13 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-
-import clip_common as cc  # noqa: E402
-import clip_vs_resnet as cvr  # noqa: E402
-
-from zoo.errors import ZooError  # noqa: E402
+import zoo.io
+from tests.conftest import ROOT
+from tools import clip_common as cc
+from tools import clip_vs_resnet as cvr
+from tools import fp16_profile as fp
+from zoo.errors import ZooError
 
 clip = cc.clip  # imported through clip_common, which silences openai-clip's pkg_resources warning
 
@@ -57,6 +57,20 @@ def _folder(tmp_path: Path, photos: dict[str, Path], layout: dict[str, str]) -> 
     return root
 
 
+def record_atomic_writes(monkeypatch, *modules) -> list[Path]:
+    """Every path written from now on through zoo.io.atomic_write (directly or by write_json)."""
+    written: list[Path] = []
+    real = zoo.io.atomic_write
+
+    def spy(path: Path, data: bytes | str) -> None:
+        written.append(Path(path))
+        real(path, data)
+
+    for module in (zoo.io, *modules):
+        monkeypatch.setattr(module, "atomic_write", spy)
+    return written
+
+
 def _one_line_error(capsys, argv: list[str]) -> str:
     with pytest.raises(SystemExit) as exc:
         cvr.main(argv)
@@ -64,6 +78,71 @@ def _one_line_error(capsys, argv: list[str]) -> str:
     err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("warning: ")]
     assert len(err) == 1 and err[0].startswith("error: "), err
     return err[0]
+
+
+# --- what both tools share -----------------------------------------------------------------
+
+TOOLS = {"clip_vs_resnet": cvr, "fp16_profile": fp}
+
+
+def test_tools_leave_files_devices_and_images_to_zoo():
+    """One job, one home: files are written by zoo.io (atomically), the device is chosen by
+    zoo.device, images are decoded by zoo.io.open_rgb; no tool does any of it on its own."""
+    zoos = {"Image.open", "os.replace", "os.fdopen", "torch.cuda.is_available", "torch.cuda.set_device"}
+    for path in sorted((ROOT / "tools").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
+        names = {ast.unparse(call.func) for call in calls}
+        assert not names & zoos, (path.name, names & zoos)
+        assert not [n for n in names if n.endswith((".write_text", ".write_bytes", ".savez"))], path.name
+        writes = [call for call in calls if ast.unparse(call.func) == "open" and len(call.args) > 1]
+        assert not writes, (path.name, [ast.unparse(c) for c in writes])  # open() only reads, mode left out
+        imported = {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+        assert "tempfile" not in imported, path.name
+
+
+@pytest.mark.parametrize("name", TOOLS)
+def test_both_tools_take_zoos_run_flags(name):
+    required = ["IMAGES", "--out", "OUT"] if name == "clip_vs_resnet" else []
+    parser = TOOLS[name].build_parser()
+    args = parser.parse_args([*required, "--device", "cuda:1", "--seed", "3", "--no-progress", "--debug"])
+    assert (args.device, args.seed, args.no_progress, args.debug) == ("cuda:1", 3, True, True)
+    args = parser.parse_args(required)
+    assert (args.device, args.seed, args.no_progress, args.debug) == ("auto", 0, False, False)
+
+
+@pytest.mark.parametrize("name", TOOLS)
+def test_debug_shows_the_traceback(name, tmp_path, monkeypatch, capsys):
+    """As run from a shell (the argv comes from sys.argv): --debug prints the traceback first."""
+    bad = ([str(tmp_path), "--out", str(tmp_path / "out"), "--batch-size", "0"] if name == "clip_vs_resnet"
+           else ["--out", str(tmp_path / "out"), "--batch-sizes", "0"])
+    for debug in (False, True):
+        monkeypatch.setattr(sys, "argv", [f"tools/{name}.py", *bad, *(["--debug"] if debug else [])])
+        with pytest.raises(SystemExit) as exc:
+            TOOLS[name].main()
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exc.value.code == 2 and err[-1].startswith("error: --batch-size")
+        assert (err[0] == "Traceback (most recent call last):") == debug and (len(err) == 1) != debug
+
+
+def test_device_choice_is_zoos_with_errors_worded_for_the_flag(monkeypatch):
+    """--device goes through zoo.device.pick_device: auto/cpu/cuda/cuda:N as before, and the
+    chosen GPU becomes the current one; the errors say --device, not zoo's train.device."""
+    cpu, cuda0, cuda1 = torch.device("cpu"), torch.device("cuda", 0), torch.device("cuda", 1)
+    assert cc.choose_device("cpu") == cpu
+    assert cc.choose_device("auto") == (cuda0 if torch.cuda.is_available() else cpu)
+    with pytest.raises(ZooError) as exc:
+        cc.choose_device("tpu")
+    assert str(exc.value) == "--device tpu: unknown device 'tpu'; use auto, cpu, cuda or cuda:N"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ZooError, match="^--device cuda:1: 'cuda:1' requested but CUDA is not available"):
+        cc.choose_device("cuda:1")
+    current = []  # a GPU, faked: which device is chosen needs none
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    assert [cc.choose_device(n) for n in ("cuda:1", "cuda", "auto")] == [cuda1, cuda0, cuda0] == current
+    with pytest.raises(ZooError, match=r"^--device cuda:x: RuntimeError: Invalid device string: 'cuda:x'; use auto"):
+        cc.choose_device("cuda:x")
 
 
 # --- CLIP architectures and loading ---------------------------------------------------------
@@ -187,9 +266,10 @@ def test_prompt_modes():
 def test_text_embeddings_are_cached_per_weights(tmp_path, tiny_clip, monkeypatch):
     cpu = torch.device("cpu")
     loaded = cc.load_clip(tiny_clip, random_init=True, device=cpu)
+    written = record_atomic_writes(monkeypatch, cc)
     first = cc.zero_shot_head(loaded, "name", cache_dir=tmp_path, progress=False)
     files = list(tmp_path.iterdir())
-    assert first.shape == (1000, TINY.embed_dim) and len(files) == 1
+    assert first.shape == (1000, TINY.embed_dim) and files == written  # one file, written atomically
     assert files[0].name.startswith("tiny-random-name-")
 
     def fail(*args, **kwargs):
@@ -359,15 +439,22 @@ def test_resnet_download_failure_is_a_one_line_hint(monkeypatch):
 # --- end to end -----------------------------------------------------------------------------
 
 
-def test_end_to_end_tiny_models(tmp_path, photos, tiny_clip, capsys):
+def test_end_to_end_tiny_models(tmp_path, photos, tiny_clip, capsys, monkeypatch):
     root = _folder(tmp_path, photos, {"n02123045/cat.jpg": "chelsea", "espresso/cup.png": "coffee",
                                       "space_shuttle/r.jpg": "rocket", "astronaut.jpg": "astronaut"})
     (root / "espresso" / "broken.jpg").write_bytes(b"not a jpeg at all")
     out = tmp_path / "out"
+    written = record_atomic_writes(monkeypatch, cc, cvr)
     summary = cvr.main([str(root), "--out", str(out), "--clip-model", tiny_clip, "--resnet", TINY_RESNET,
-                        "--random-init", "--cache-dir", str(tmp_path / "cache"), "--workers", "0",
+                        "--random-init", "--cache-dir", str(tmp_path / "cache"), "--workers", "0", "--seed", "3",
                         "--batch-size", "2", "--device", "cpu", "--no-progress", "--gallery-max", "2"])
-    assert "warning: skipped espresso/broken.jpg" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "warning: skipped espresso/broken.jpg" in err
+    assert "text prompts" not in err and "img/s" not in err  # --no-progress: no bars
+    # Every file but the figures is written atomically: a kill never leaves half a summary.
+    assert {p for p in out.rglob("*") if p.is_file() and p.suffix != ".png"} == {
+        out / "predictions.csv", out / "summary.json", out / "report.md"} == {p for p in written if out in p.parents}
+    assert summary["config"]["clip_source"] == summary["config"]["resnet_source"] == "random init (seed 3), NOT pretrained"
     assert summary["skipped"][0]["path"] == "espresso/broken.jpg"
     assert json.loads((out / "summary.json").read_text())["n_images"] == 4
     rows = list(csv.DictReader((out / "predictions.csv").open()))
@@ -390,6 +477,7 @@ def test_bad_input_gives_one_line_errors(tmp_path, photos, capsys, tiny_clip):
     assert "unknown CLIP model 'RN51'" in _one_line_error(capsys, [str(root), *base, "--clip-model", "RN51"])
     assert "unknown timm model" in _one_line_error(
         capsys, [str(root), *base, "--clip-model", tiny_clip, "--resnet", "resnet_fifty"])
+    assert "--device tpu: unknown device 'tpu'" in _one_line_error(capsys, [str(root), *base, "--device", "tpu"])
     table = tmp_path / "bad.csv"
     table.write_text("a.jpg\n")
     assert "bad.csv:1: expected 'path,label'" in _one_line_error(capsys, [str(root), *base, "--labels", str(table)])

@@ -302,9 +302,9 @@ def test_images_over_the_pixel_cap_are_refused_before_decoding(tmp_path, monkeyp
 
 
 @pytest.fixture
-def cvr(monkeypatch) -> types.ModuleType:
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "tools"))
-    import clip_vs_resnet
+def cvr() -> types.ModuleType:
+    """Imported on first use: the tool loads openai-clip, open_clip and timm."""
+    from tools import clip_vs_resnet
 
     return clip_vs_resnet
 

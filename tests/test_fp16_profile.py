@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-
-import clip_common as cc  # noqa: E402
-import fp16_profile as fp  # noqa: E402
-
-from zoo.errors import ZooError  # noqa: E402
+from tests.conftest import ROOT
+from tests.test_clip_vs_resnet import record_atomic_writes
+from tools import clip_common as cc
+from tools import fp16_profile as fp
+from zoo.errors import ZooError
 
 TINY = cc.ClipArch(embed_dim=32, image_resolution=32, vision_layers=(1, 1, 1, 1), vision_width=8,
                    vision_patch_size=None, transformer_width=64, transformer_heads=1, transformer_layers=2)
@@ -65,8 +63,8 @@ def test_profiling_leaves_the_model_unchanged():
     torch.manual_seed(0)
     visual = TINY.build().visual
     before = {k: v.clone() for k, v in visual.state_dict().items()}
-    rows = fp.profile(visual, list(fp.MODES.values()), [1, 2], resolution=32, device=CPU, warmup=0,
-                      repeats=2, progress=False)
+    rows = list(fp.profile(visual, list(fp.MODES.values()), [1, 2], resolution=32, device=CPU, warmup=0,
+                           repeats=2, progress=False))
     assert [(r["mode"], r["batch"]) for r in rows] == [(m, b) for m in fp.MODES for b in (1, 2)]
     for r in rows:
         assert r["status"] == "ok" or r["status"].startswith("unsupported"), r
@@ -95,11 +93,11 @@ class _NoHalf(nn.Module):
 
 def test_unsupported_mode_is_reported_not_raised():
     modes = [fp.MODES["fp32"], fp.MODES["fp16"]]
-    rows = fp.profile(_NoHalf(), modes, [1, 4], resolution=8, device=CPU, warmup=0, repeats=1, progress=False)
+    rows = list(fp.profile(_NoHalf(), modes, [1, 4], resolution=8, device=CPU, warmup=0, repeats=1, progress=False))
     assert [r["status"] for r in rows[:2]] == ["ok", "ok"]
     assert all(r["status"] == "unsupported: RuntimeError: \"addmm_impl_cpu_\" not implemented for 'Half'"
                for r in rows[2:])
-    impact = fp.prediction_impact(_NoHalf(), modes, torch.randn(2, 3, 8, 8), torch.eye(2), 1.0, CPU)
+    impact = dict(fp.prediction_impact(_NoHalf(), modes, torch.randn(2, 3, 8, 8), torch.eye(2), 1.0, CPU))
     assert impact["fp32"]["top1_agreement"] == 1.0 and impact["fp16"]["status"].startswith("unsupported")
 
 
@@ -157,23 +155,79 @@ def test_evaluation_images(tmp_path):
 def test_environment_on_cpu():
     env = fp.environment(CPU)
     assert env["gpu"] == env["driver"] == "n/a" and env["torch"] == torch.__version__ and env["cpu_count"] >= 1
+    # zoo.runs.environment's record (zoo version, commit, ...), less argv: config.command says it
+    assert {"zoo", "timm", "git_commit", "started"} <= env.keys() and "argv" not in env
+    assert env["cpu"] and env["torch_threads"] >= 1 and "cudnn_allow_tf32" in env
     assert fp.device_memory_used(CPU) == (None, "n/a")
 
 
-def test_end_to_end_tiny_model_writes_every_output(tmp_path, tiny_clip):
+def test_end_to_end_tiny_model_writes_every_output(tmp_path, tiny_clip, monkeypatch, capsys):
     out = tmp_path / "out"
+    written = record_atomic_writes(monkeypatch, fp)
     results = fp.main(["--clip-model", tiny_clip, "--random-init", "--device", "cpu", "--batch-sizes", "1,2",
-                       "--warmup", "0", "--repeats", "2", "--out", str(out), "--no-progress",
+                       "--warmup", "0", "--repeats", "2", "--out", str(out), "--no-progress", "--seed", "3",
                        "--cache-dir", str(tmp_path / "cache")])
     for name in ("results.json", "results.md", "latency.png", "memory.png"):
         assert (out / name).stat().st_size > 0, name
+    assert {out / "results.json", out / "results.md"} == {p for p in written if p.parent == out}
+    assert "text prompts" not in capsys.readouterr().err  # --no-progress
     saved = json.loads((out / "results.json").read_text())
-    assert len(saved["latency"]) == 8 and saved["environment"]["device"] == "cpu"
+    assert len(saved["latency"]) == 8 and saved["environment"]["device"] == "cpu" and not saved["interrupted"]
+    assert saved["config"]["weights"] == "random init (seed 3), NOT pretrained"
     assert set(saved["prediction_impact"]) == set(fp.MODES)
     assert saved["prediction_impact"]["fp32"]["top1_agreement"] == 1.0
     markdown = (out / "results.md").read_text()
     assert "RANDOM WEIGHTS" in markdown and "not meaningful" in markdown and "| amp-bf16 | 2 |" in markdown
     assert results["config"]["timing"].startswith("time.perf_counter")
+
+
+def test_cpu_sized_defaults():
+    """What the user leaves out is sized for the device: RN50 at batch 256 takes minutes on a CPU."""
+    parser = fp.build_parser()
+    assert fp.run_sizes(parser.parse_args([]), CPU) == ([1, 4], 2, 5)
+    assert fp.run_sizes(parser.parse_args([]), torch.device("cuda", 0)) == ([1, 8, 32, 128, 256], 10, 50)
+    given = parser.parse_args(["--batch-sizes", "64", "--warmup", "0", "--repeats", "1"])
+    assert fp.run_sizes(given, CPU) == ([64], 0, 1)
+    help_text = " ".join(parser.format_help().split())
+    assert "default 1,8,32,128,256 on CUDA, 1,4 on CPU" in help_text
+    assert "default 10 on CUDA, 2 on CPU" in help_text and "default 50 on CUDA, 5 on CPU" in help_text
+
+
+def test_ctrl_c_writes_what_was_measured_and_exits_130(tmp_path, tiny_clip, monkeypatch, capsys):
+    """Ctrl-C in the second timing: the first row is written (atomically), the run says so and
+    exits 130. No sizes given on a CPU: the CPU defaults are used."""
+    timed = []
+
+    def timing(fn, *, warmup: int, repeats: int, device: torch.device) -> list[float]:
+        timed.append((warmup, repeats))
+        if len(timed) == 2:
+            raise KeyboardInterrupt
+        return [1.0] * repeats
+
+    monkeypatch.setattr(fp, "time_forward", timing)
+    written = record_atomic_writes(monkeypatch, fp)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        fp.main(["--clip-model", tiny_clip, "--random-init", "--device", "cpu", "--out", str(out),
+                 "--cache-dir", str(tmp_path / "cache")])
+    assert exc.value.code == 130 and timed == [(2, 5), (2, 5)]
+    assert {out / "results.json", out / "results.md"} <= set(written)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["interrupted"] and saved["config"]["batch_sizes"] == [1, 4]
+    assert [(r["mode"], r["batch"], r["median_ms"]) for r in saved["latency"]] == [("fp32", 1, 1.0)]
+    assert saved["prediction_impact"] == {}
+    assert "Interrupted (Ctrl-C)" in (out / "results.md").read_text() and (out / "latency.png").exists()
+    err = capsys.readouterr().err
+    assert "interrupted: wrote what was measured before Ctrl-C (1 of 8 latency rows, 0 of 4" in err
+    assert "text prompts" in err  # progress bars are on without --no-progress
+
+
+def test_script_runs_from_the_repository_root():
+    """`python tools/fp16_profile.py` as the README writes it (the package imports resolve)."""
+    done = subprocess.run([sys.executable, "tools/fp16_profile.py", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "1,4 on CPU" in done.stdout and "--no-progress" in done.stdout
 
 
 class _OutOfMemoryFrom(nn.Module):
@@ -191,8 +245,8 @@ class _OutOfMemoryFrom(nn.Module):
 
 
 def test_out_of_memory_is_a_row_status_and_smaller_batches_still_run():
-    rows = fp.profile(_OutOfMemoryFrom(4), [fp.MODES["fp32"]], [1, 4, 2], resolution=8, device=CPU,
-                      warmup=0, repeats=1, progress=False)
+    rows = list(fp.profile(_OutOfMemoryFrom(4), [fp.MODES["fp32"]], [1, 4, 2], resolution=8, device=CPU,
+                           warmup=0, repeats=1, progress=False))
     assert [r["status"] for r in rows] == ["ok", "out of memory", "ok"]
     assert "median_ms" not in rows[1] and rows[2]["median_ms"] > 0
 

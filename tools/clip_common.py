@@ -1,8 +1,8 @@
 """CLIP code shared by the scripts in tools/: loading, the ImageNet zero-shot head, images.
 
-`clip_vs_resnet.py` and `fp16_profile.py` both import this module (scripts run as
-`python tools/X.py`, which puts tools/ on sys.path), so a CLIP model is loaded, and its
-zero-shot classifier is built, in exactly one way.
+`clip_vs_resnet.py` and `fp16_profile.py` both import this module (as `tools.clip_common`),
+so a CLIP model is loaded, its zero-shot classifier is built, and their shared flags are
+parsed, in exactly one way. Devices, files, images and the error exit are zoo's.
 
 - CLIP: Radford et al., "Learning Transferable Visual Models From Natural Language
   Supervision", ICML 2021 (arXiv:2103.00020), through the `openai-clip` package.
@@ -18,11 +18,10 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
+import io
 import json
-import os
 import re
 import sys
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
@@ -35,8 +34,10 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from zoo.device import Dist, pick_device
 from zoo.errors import ZooError, first_line, suggest
-from zoo.io import open_rgb
+from zoo.errors import clip as shorten  # `clip` is openai-clip here
+from zoo.io import atomic_write
 
 with warnings.catch_warnings():
     # openai-clip imports pkg_resources, which warns on every start; that is not our user's concern.
@@ -55,21 +56,29 @@ class ArgumentParser(argparse.ArgumentParser):
         raise ZooError(message)
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when present; asking for CUDA without it is a user error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def add_shared_args(p: argparse.ArgumentParser, *, random_init_help: str) -> None:
+    """The CLIP flags both tools take, and the run flags under the names zoo's commands use."""
+    p.add_argument("--clip-model", default="RN50", help="one of clip.available_models() (default RN50)")
+    p.add_argument("--clip-weights", type=Path, help="local CLIP checkpoint (.pt) instead of downloading")
+    p.add_argument("--random-init", action="store_true", help=random_init_help)
+    p.add_argument("--prompts", default="auto", choices=PROMPT_MODES,
+                   help="zero-shot prompts: auto = the 80-template ensemble, or single for --random-init")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="text-embedding cache")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --random-init (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def choose_device(name: str) -> torch.device:
+    """zoo.device.pick_device, its errors worded for `--device`: zoo's name the recipe key
+    train.device, which a tool's user never wrote."""
     try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ZooError(f"--device {name}: expected auto, cpu or cuda[:N]") from e
-    if device.type not in ("cpu", "cuda"):
-        raise ZooError(f"--device {name}: expected auto, cpu or cuda[:N]")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ZooError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
-    if device.type == "cuda" and device.index is None:  # torch.cuda.set_device needs an index
-        device = torch.device("cuda", torch.cuda.current_device())
-    return device
+        return pick_device(name, Dist())
+    except ZooError as e:
+        raise ZooError(f"--device {name}: {str(e).removeprefix('train.device: ')}") from e
+    except RuntimeError as e:  # torch.device("cuda:x"), or an index this machine does not have
+        raise ZooError(f"--device {name}: {shorten(first_line(e))}; use auto, cpu, cuda or cuda:N") from e
 
 
 # --- CLIP architectures ---------------------------------------------------------------------
@@ -295,19 +304,6 @@ def text_fingerprint(model: CLIP) -> str:
     return h.hexdigest()
 
 
-def atomic_torch_save(obj: object, path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def zero_shot_head(loaded: LoadedClip, prompts: str, *, cache_dir: Path | None = DEFAULT_CACHE_DIR,
                    progress: bool = True) -> torch.Tensor:
     """[1000, D] ImageNet class embeddings for `loaded`, cached on disk.
@@ -333,7 +329,9 @@ def zero_shot_head(loaded: LoadedClip, prompts: str, *, cache_dir: Path | None =
     emb = class_embeddings(loaded.model, classnames, templates, progress=progress)
     if path is not None:
         try:
-            atomic_torch_save({"embeddings": emb, "model": loaded.name, "prompts": prompts}, path)
+            buffer = io.BytesIO()
+            torch.save({"embeddings": emb, "model": loaded.name, "prompts": prompts}, buffer)
+            atomic_write(path, buffer.getvalue())
         except OSError as e:
             print(f"warning: could not write text-embedding cache {path} ({first_line(e)})", file=sys.stderr)
     return emb.to(device)
@@ -367,11 +365,6 @@ def list_images(root: Path) -> list[Path]:
         if path.suffix.lower() in exts and path.is_file():
             found.append(path)
     return found
-
-
-def load_rgb(path: Path) -> Image.Image:
-    """Any format PIL reads, EXIF orientation applied (phone photos), as RGB (zoo.data.open_rgb)."""
-    return open_rgb(path, exif=True)
 
 
 def sample_photos() -> Iterator[tuple[str, Image.Image]]:

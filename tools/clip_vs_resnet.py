@@ -18,7 +18,7 @@ summary.json, the galleries clip_better/ and resnet_better/, and report.md.
 from __future__ import annotations
 
 import csv
-import json
+import io
 import re
 import shlex
 import sys
@@ -27,31 +27,32 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from clip_common import (
-    DEFAULT_CACHE_DIR,
-    PROMPT_MODES,
+if __package__ in (None, ""):  # `python tools/clip_vs_resnet.py`: import tools and zoo from this checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from tools.clip_common import (  # noqa: E402
     ArgumentParser,
     LoadedClip,
+    add_shared_args,
+    choose_device,
     imagenet_classnames,
     imagenet_descriptions,
     imagenet_wnids,
     list_images,
     load_clip,
-    load_rgb,
     prompt_templates,
-    resolve_device,
     resolve_prompts,
     zero_shot_head,
     zero_shot_logits,
 )
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
-from torch.utils.flop_counter import FlopCounterMode
-from tqdm import tqdm
-
-from zoo.errors import ZooError, exit_on_user_error, first_line, suggest
-from zoo.io import quiet_hub_retries
+from zoo.errors import ZooError, exit_on_user_error, first_line, suggest  # noqa: E402
+from zoo.io import atomic_write, open_rgb, quiet_hub_retries, write_json  # noqa: E402
 
 DEFAULT_RESNET = "resnet50.a1_in1k"
 GALLERIES = ("clip_better", "resnet_better")
@@ -252,7 +253,7 @@ class _PairDataset(Dataset):
 
     def __getitem__(self, i: int):
         try:
-            image = load_rgb(self.samples[i].path)
+            image = open_rgb(self.samples[i].path, exif=True)
         except Exception as e:  # any decoder failure skips this image, never the run
             return i, None, None, first_line(e)
         return i, self.clip_tf(image), self.resnet_tf(image), None
@@ -377,7 +378,7 @@ def gallery_figure(p: Prediction, names: tuple[str, ...], resnet_tag: str, rando
 
     fig = Figure(figsize=(12, 3.6))
     ax_img, *ax_bars = fig.subplots(1, 3, width_ratios=[1.1, 1, 1])
-    image = load_rgb(p.path)
+    image = open_rgb(p.path, exif=True)
     image.thumbnail((512, 512))  # a 12-megapixel photo would make a slow, heavy figure
     ax_img.imshow(image)
     ax_img.set_axis_off()
@@ -511,18 +512,19 @@ def write_predictions(preds: list[Prediction], path: Path, classes: ImageNetClas
         for k in range(1, TOPK + 1):
             head += [f"{model}_top{k}", f"{model}_p{k}"]
     head += ["clip_correct", "resnet_correct"]
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(head)
-        for p in preds:
-            row = [p.rel, classes.names[p.label] if p.label is not None else "",
-                   classes.wnids[p.label] if p.label is not None else ""]
-            for top, prob in ((p.clip_top, p.clip_prob), (p.resnet_top, p.resnet_prob)):
-                for i, v in zip(top, prob, strict=True):
-                    row += [classes.names[i], f"{v:.4f}"]
-            for top in (p.clip_top, p.resnet_top):
-                row.append("" if p.label is None else int(top[0] == p.label))
-            w.writerow(row)
+    text = io.StringIO()
+    w = csv.writer(text)
+    w.writerow(head)
+    for p in preds:
+        row = [p.rel, classes.names[p.label] if p.label is not None else "",
+               classes.wnids[p.label] if p.label is not None else ""]
+        for top, prob in ((p.clip_top, p.clip_prob), (p.resnet_top, p.resnet_prob)):
+            for i, v in zip(top, prob, strict=True):
+                row += [classes.names[i], f"{v:.4f}"]
+        for top in (p.clip_top, p.resnet_top):
+            row.append("" if p.label is None else int(top[0] == p.label))
+        w.writerow(row)
+    atomic_write(path, text.getvalue())
 
 
 def _pct(x: float) -> str:
@@ -604,22 +606,13 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--labels", type=Path, help="CSV with rows path,label (paths relative to IMAGES)")
     p.add_argument("--unlabelled", action="store_true", help="ignore subfolder names")
-    p.add_argument("--clip-model", default="RN50", help="one of clip.available_models() (default RN50)")
-    p.add_argument("--clip-weights", type=Path, help="local CLIP checkpoint (.pt) instead of downloading")
     p.add_argument("--resnet", default=DEFAULT_RESNET, help=f"timm model tag (default {DEFAULT_RESNET})")
     p.add_argument("--resnet-weights", type=Path, help="local timm weights (.safetensors/.pth)")
-    p.add_argument("--random-init", action="store_true", help="random weights: smoke tests and profiling only")
-    p.add_argument("--prompts", default="auto", choices=PROMPT_MODES,
-                   help="auto = ensemble (80 templates), or single for --random-init")
-    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="text-embedding cache")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--gallery-max", type=int, default=50, help="PNGs per gallery at most")
     p.add_argument("--report-thumbs", type=int, default=8, help="gallery PNGs shown in report.md")
-    p.add_argument("--seed", type=int, default=0, help="seed of --random-init")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_shared_args(p, random_init_help="random weights: smoke tests and profiling only")
     return p
 
 
@@ -632,7 +625,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.workers < 0 or args.report_thumbs < 0:
         raise ZooError("--workers and --report-thumbs must be 0 or more")
     start = time.perf_counter()
-    device = resolve_device(args.device)
+    device = choose_device(args.device)
     classes = ImageNetClasses()
     samples = collect_samples(args.images, classes, args.labels, args.unlabelled)
     prompts = resolve_prompts(args.prompts, args.random_init)
@@ -668,8 +661,8 @@ def main(argv: list[str] | None = None) -> dict:
         "seconds": {**seconds, "total": time.perf_counter() - start},
     }
     write_predictions(preds, args.out / "predictions.csv", classes)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    (args.out / "report.md").write_text(render_report(summary, written, args.report_thumbs), encoding="utf-8")
+    write_json(args.out / "summary.json", summary)
+    atomic_write(args.out / "report.md", render_report(summary, written, args.report_thumbs))
     print(f"{len(preds)} images, {len(skipped)} skipped; report: {args.out / 'report.md'}")
     return summary
 

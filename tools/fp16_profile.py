@@ -11,18 +11,19 @@ convolutions in the low-precision type and keeps precision-sensitive ops in FP32
 
 Latency is timed with CUDA events after warm-up (wall clock on CPU); memory comes from the CUDA
 caching allocator and NVML. How predictions move is measured with CLIP's ImageNet zero-shot head
-(shared with clip_vs_resnet.py) against FP32. See docs/fp16.md for every column.
+(shared with clip_vs_resnet.py) against FP32. On a CPU the defaults are CPU-sized (batch sizes
+1,4; 2 warm-up and 5 timed calls). Ctrl-C writes the rows measured so far and exits with 130.
+See docs/fp16.md for every column.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import functools
 import gc
-import json
 import math
-import os
 import platform
 import shlex
 import shutil
@@ -33,29 +34,34 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from clip_common import (
-    DEFAULT_CACHE_DIR,
-    PROMPT_MODES,
+if __package__ in (None, ""):  # `python tools/fp16_profile.py`: import tools and zoo from this checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from tools.clip_common import (  # noqa: E402
     SAMPLE_PHOTOS,
     ArgumentParser,
+    add_shared_args,
+    choose_device,
     list_images,
     load_clip,
-    load_rgb,
-    resolve_device,
     resolve_prompts,
     sample_photos,
     zero_shot_head,
 )
-from torch import nn
-from tqdm import tqdm
-
-from zoo.errors import ZooError, exit_on_user_error, first_line, suggest
+from zoo import runs  # noqa: E402
+from zoo.errors import ZooError, exit_on_user_error, first_line, suggest  # noqa: E402
+from zoo.io import atomic_write, open_rgb, write_json  # noqa: E402
 
 MiB = 2**20
-DEFAULT_BATCH_SIZES = "1,8,32,128,256"
+# (batch sizes, warm-up calls, timed calls) when the user gives none. On a CPU one RN50 forward
+# at batch 256 takes minutes, so CPU runs get a size that finishes in a few minutes.
+DEFAULTS = {"cuda": ("1,8,32,128,256", 10, 50), "cpu": ("1,4", 2, 5)}
 RANDOM_BANNER = ("RANDOM WEIGHTS (--random-init): timings and memory are real, "
                  "but the prediction-impact numbers are not meaningful")
 
@@ -178,19 +184,18 @@ def device_memory_used(device: torch.device) -> tuple[int | None, str]:
 
 
 def profile(model: nn.Module, modes: list[Mode], batch_sizes: list[int], *, resolution: int,
-            device: torch.device, warmup: int, repeats: int, progress: bool = True) -> list[dict]:
-    """One row per (mode, batch size). A mode this build cannot run is reported, not raised."""
-    rows = []
+            device: torch.device, warmup: int, repeats: int, progress: bool = True) -> Iterator[dict]:
+    """One row per (mode, batch size), yielded once measured, so that a Ctrl-C keeps the rows
+    before it. A mode this build cannot run is reported, not raised."""
     cuda = device.type == "cuda"
     generator = torch.Generator(device=device).manual_seed(0)
     for mode in modes:
         m = model_for(model, mode)
         failure = None
         for batch in tqdm(batch_sizes, desc=mode.name, disable=not progress, leave=False):
-            row = {"mode": mode.name, "batch": batch, "params_bytes": param_bytes(m), "status": "ok"}
-            rows.append(row)
+            row = {"mode": mode.name, "batch": batch, "params_bytes": param_bytes(m), "status": failure or "ok"}
             if failure is not None:
-                row["status"] = failure
+                yield row
                 continue
             if cuda:
                 gc.collect()
@@ -203,26 +208,25 @@ def profile(model: nn.Module, modes: list[Mode], batch_sizes: list[int], *, reso
                 ms = time_forward(call, warmup=warmup, repeats=repeats, device=device)
             except torch.cuda.OutOfMemoryError:
                 row["status"] = "out of memory"
-                continue
             except (RuntimeError, NotImplementedError) as e:  # e.g. an op without a Half kernel on CPU
                 failure = row["status"] = f"unsupported: {first_line(e)}"
-                continue
+            else:
+                stats = latency_stats(ms)
+                row.update(stats, img_per_s=throughput(batch, stats["median_ms"]))
+                if cuda:
+                    peak = torch.cuda.max_memory_allocated(device)
+                    used, source = device_memory_used(device)
+                    act = activation_bytes(peak, resident)
+                    row.update(peak_allocated_bytes=peak, peak_reserved_bytes=torch.cuda.max_memory_reserved(device),
+                               device_used_bytes=used, device_used_source=source, activation_bytes=act,
+                               mode_bytes=row["params_bytes"] + act)
             finally:
                 x = call = None  # freed before the next batch size measures what is resident
-            stats = latency_stats(ms)
-            row.update(stats, img_per_s=throughput(batch, stats["median_ms"]))
-            if cuda:
-                peak = torch.cuda.max_memory_allocated(device)
-                used, source = device_memory_used(device)
-                act = activation_bytes(peak, resident)
-                row.update(peak_allocated_bytes=peak, peak_reserved_bytes=torch.cuda.max_memory_reserved(device),
-                           device_used_bytes=used, device_used_source=source, activation_bytes=act,
-                           mode_bytes=row["params_bytes"] + act)
+            yield row
         del m
     if cuda:
         gc.collect()
         torch.cuda.empty_cache()
-    return rows
 
 
 # --- prediction impact ----------------------------------------------------------------------
@@ -258,17 +262,16 @@ def embed(model: nn.Module, images: torch.Tensor, mode: Mode, device: torch.devi
 
 
 def prediction_impact(model: nn.Module, modes: list[Mode], images: torch.Tensor, head: torch.Tensor,
-                      logit_scale: float, device: torch.device) -> dict[str, dict]:
+                      logit_scale: float, device: torch.device) -> Iterator[tuple[str, dict]]:
+    """(mode, agreement with FP32) per mode, yielded as measured (a Ctrl-C keeps the earlier ones)."""
     ref = embed(model, images, MODES["fp32"], device)
-    out = {}
     for mode in modes:
         m = model_for(model, mode)
         try:
-            out[mode.name] = agreement(ref, embed(m, images, mode, device), head, logit_scale)
+            yield mode.name, agreement(ref, embed(m, images, mode, device), head, logit_scale)
         except (RuntimeError, NotImplementedError) as e:
-            out[mode.name] = {"status": f"unsupported: {first_line(e)}"}
+            yield mode.name, {"status": f"unsupported: {first_line(e)}"}
         del m
-    return out
 
 
 def evaluation_images(folder: Path | None, preprocess, resolution: int) -> tuple[torch.Tensor, str]:
@@ -279,7 +282,7 @@ def evaluation_images(folder: Path | None, preprocess, resolution: int) -> tuple
         tensors = []
         for path in list_images(folder):
             try:
-                tensors.append(preprocess(load_rgb(path)))
+                tensors.append(preprocess(open_rgb(path, exif=True)))
             except Exception as e:  # an unreadable file is skipped, like in clip_vs_resnet
                 print(f"warning: skipped {path}: {first_line(e)}", file=sys.stderr)
         if not tensors:
@@ -328,22 +331,21 @@ def _driver_version() -> str:
 
 
 def environment(device: torch.device) -> dict:
+    """zoo's run record (versions, host, commit; the command is in config) plus what speed
+    depends on: the profiled GPU and its driver, cuDNN and TF32, the CPU, torch's threads."""
     cuda = device.type == "cuda"
+    env = {k: v for k, v in runs.environment().items() if k != "argv"}
     return {
+        **env,
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if cuda else "n/a",
         "driver": _driver_version() if cuda else "n/a",
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda or "n/a",
         "cudnn": str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else "n/a",
         # PyTorch lets cuDNN convolutions use TF32 by default, so "fp32" convs may run in TF32.
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
         "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
         "cpu": _cpu_name(),
-        "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
     }
 
 
@@ -373,6 +375,8 @@ def render_markdown(results: dict) -> str:
     lines = ["# CLIP image encoder: FP32 vs FP16 vs AMP", ""]
     if cfg["random_init"]:
         lines += [f"> **{RANDOM_BANNER}.**", ""]
+    if results["interrupted"]:
+        lines += ["> **Interrupted (Ctrl-C)**: only the rows measured before it are here.", ""]
     lines += [f"Model: CLIP `{cfg['clip_model']}` image encoder ({cfg['weights']}), input "
               f"{cfg['resolution']}x{cfg['resolution']}, warm-up {cfg['warmup']}, repeats {cfg['repeats']}, "
               f"timing: {cfg['timing']}.", "",
@@ -469,40 +473,39 @@ def _jsonable(obj):
 
 
 def build_parser() -> ArgumentParser:
+    (cuda_batches, cuda_warmup, cuda_repeats), (cpu_batches, cpu_warmup, cpu_repeats) = DEFAULTS.values()
     p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("fp16_profile"), help="output folder")
-    p.add_argument("--clip-model", default="RN50", help="one of clip.available_models() (default RN50)")
-    p.add_argument("--clip-weights", type=Path, help="local CLIP checkpoint (.pt) instead of downloading")
-    p.add_argument("--random-init", action="store_true", help="random weights (timing only)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--batch-sizes", default=DEFAULT_BATCH_SIZES, help=f"default {DEFAULT_BATCH_SIZES}")
+    p.add_argument("--batch-sizes", help=f"default {cuda_batches} on CUDA, {cpu_batches} on CPU")
     p.add_argument("--modes", default=",".join(MODES), help=f"subset of {','.join(MODES)}")
-    p.add_argument("--warmup", type=int, help="untimed calls per batch size (default 10 on CUDA, 2 on CPU)")
-    p.add_argument("--repeats", type=int, help="timed calls per batch size (default 50 on CUDA, 5 on CPU)")
+    p.add_argument("--warmup", type=int,
+                   help=f"untimed calls per batch size (default {cuda_warmup} on CUDA, {cpu_warmup} on CPU)")
+    p.add_argument("--repeats", type=int,
+                   help=f"timed calls per batch size (default {cuda_repeats} on CUDA, {cpu_repeats} on CPU)")
     p.add_argument("--images", type=Path, help="images for the prediction comparison "
                    "(default: scikit-image sample photos)")
-    p.add_argument("--prompts", default="auto", choices=PROMPT_MODES,
-                   help="zero-shot prompts: auto = ensemble, or single for --random-init")
-    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="text-embedding cache")
-    p.add_argument("--seed", type=int, default=0, help="seed of --random-init")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_shared_args(p, random_init_help="random weights (timing only)")
     return p
+
+
+def run_sizes(args: argparse.Namespace, device: torch.device) -> tuple[list[int], int, int]:
+    """Batch sizes, warm-up and timed calls: the user's, else the DEFAULTS of this device type."""
+    batches, warmup, repeats = DEFAULTS["cuda" if device.type == "cuda" else "cpu"]
+    sizes = parse_batch_sizes(args.batch_sizes if args.batch_sizes is not None else batches)
+    warmup = args.warmup if args.warmup is not None else warmup
+    repeats = args.repeats if args.repeats is not None else repeats
+    if warmup < 0 or repeats < 1:
+        raise ZooError("--warmup must be 0 or more and --repeats at least 1")
+    return sizes, warmup, repeats
 
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    batch_sizes = parse_batch_sizes(args.batch_sizes)
     modes = parse_modes(args.modes)
-    device = resolve_device(args.device)
+    device = choose_device(args.device)  # also the current CUDA device, which events and peak counters follow
+    batch_sizes, warmup, repeats = run_sizes(args, device)
     cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.set_device(device)  # CUDA events and the peak counters follow the current device
-    warmup = args.warmup if args.warmup is not None else (10 if cuda else 2)
-    repeats = args.repeats if args.repeats is not None else (50 if cuda else 5)
-    if warmup < 0 or repeats < 1:
-        raise ZooError("--warmup must be 0 or more and --repeats at least 1")
     prompts = resolve_prompts(args.prompts, args.random_init)
     loaded = load_clip(args.clip_model, weights=args.clip_weights, random_init=args.random_init,
                        device=device, seed=args.seed)
@@ -512,9 +515,17 @@ def main(argv: list[str] | None = None) -> dict:
     head = zero_shot_head(loaded, prompts, cache_dir=args.cache_dir, progress=not args.no_progress)
     logit_scale = float(loaded.model.logit_scale.detach().exp())
     env = environment(device)
-    rows = profile(visual, modes, batch_sizes, resolution=resolution, device=device, warmup=warmup,
-                   repeats=repeats, progress=not args.no_progress)
-    impact = prediction_impact(visual, modes, images, head.cpu(), logit_scale, device)
+    rows: list[dict] = []
+    impact: dict[str, dict] = {}
+    interrupted = False
+    try:
+        for row in profile(visual, modes, batch_sizes, resolution=resolution, device=device, warmup=warmup,
+                           repeats=repeats, progress=not args.no_progress):
+            rows.append(row)
+        for name, metrics in prediction_impact(visual, modes, images, head.cpu(), logit_scale, device):
+            impact[name] = metrics
+    except KeyboardInterrupt:  # Ctrl-C: write what was measured before it
+        interrupted = True
     results = {
         "config": {
             "clip_model": args.clip_model, "weights": loaded.source, "random_init": args.random_init,
@@ -523,19 +534,23 @@ def main(argv: list[str] | None = None) -> dict:
             "command": shlex.join(["python", "tools/fp16_profile.py", *(sys.argv[1:] if argv is None else argv)]),
         },
         "note": RANDOM_BANNER if args.random_init else None,
+        "interrupted": interrupted,
         "environment": env,
         "modes": {m.name: m.description for m in modes},
         "latency": rows,
         "images": images_note,
         "prediction_impact": impact,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(_jsonable(results), indent=2) + "\n", encoding="utf-8")
-    markdown = render_markdown(results)
-    (args.out / "results.md").write_text(markdown, encoding="utf-8")
+    write_json(args.out / "results.json", _jsonable(results))
+    atomic_write(args.out / "results.md", render_markdown(results))
     plot(rows, args.out, device, args.random_init)
     print("\n".join(latency_table(rows)))
     print(f"written: {args.out / 'results.md'}, results.json, latency.png, memory.png")
+    if interrupted:
+        print(f"interrupted: wrote what was measured before Ctrl-C ({len(rows)} of "
+              f"{len(modes) * len(batch_sizes)} latency rows, {len(impact)} of {len(modes)} prediction-impact "
+              f"rows) to {args.out}", file=sys.stderr)
+        sys.exit(130)
     return results
 
 
