@@ -41,15 +41,9 @@ def _rename(key: str, rules: list[tuple[str, str]]) -> str:
     return key
 
 
-def _schedule(layer: int) -> float:
-    """Ye et al. 2025: lambda_init for 1-based layer l (timm passes the 0-based block index)."""
-    return 0.8 - 0.6 * math.exp(-0.3 * (layer - 1))
-
-
 def _unsupported(tm: nn.Module) -> list[str]:
     """Every feature of the timm model that our ViT does not have, in words."""
-    from timm.layers import DiffAttention, LayerScale, Mlp, PatchEmbed
-    from timm.models.vision_transformer import Attention, Block
+    from timm.layers import PatchEmbed
 
     bad = []
     if tm.num_reg_tokens:
@@ -91,37 +85,45 @@ def _unsupported(tm: nn.Module) -> list[str]:
     if len(kinds) > 1:
         bad.append("mixed attention types across blocks")
     for i, b in enumerate(tm.blocks):
-        where = f"blocks.{i}"
-        if type(b) is not Block:
-            bad.append(f"{where}: block type {type(b).__name__} (supported: Block)")
-            break
-        if isinstance(b.ls1, LayerScale) or isinstance(b.ls2, LayerScale):
-            bad.append(f"{where}: layer scale (init_values)")
-        a = b.attn
-        if type(a) not in (Attention, DiffAttention):
-            bad.append(f"{where}: attention type {type(a).__name__} (supported: Attention, DiffAttention)")
-        else:
-            if a.qkv.out_features != 3 * tm.embed_dim or a.proj.in_features != tm.embed_dim:
-                bad.append(f"{where}: attention width other than dim (attn_head_dim)")
-            if not (isinstance(a.q_norm, nn.Identity) and isinstance(a.k_norm, nn.Identity)):
-                bad.append(f"{where}: qk_norm=True")
-            if not isinstance(a.norm, nn.Identity):
-                bad.append(f"{where}: scale_attn_norm=True")
-            if getattr(a, "gate", None) is not None:
-                bad.append(f"{where}: gated attention")
-            if a.proj.bias is None:
-                bad.append(f"{where}: proj_bias=False")
-            if isinstance(a, DiffAttention) and a.dual_lambda:
-                bad.append(f"{where}: dual_lambda=True (ours: the paper's four lambda vectors)")
-        m = b.mlp
-        if type(m) is not Mlp or not isinstance(m.norm, nn.Identity):
-            bad.append(f"{where}: MLP other than timm's Mlp without norm")
-        elif type(m.act) is not nn.GELU or m.act.approximate != "none":
-            bad.append(f"{where}: MLP activation {m.act} (ours: exact GELU)")
-        elif m.fc1.bias is None or m.fc2.bias is None:
-            bad.append(f"{where}: MLP without bias")
+        bad += _unsupported_in_block(b, f"blocks.{i}", tm.embed_dim)
         if bad:
             break
+    return bad
+
+
+def _unsupported_in_block(b: nn.Module, where: str, dim: int) -> list[str]:
+    """What block `where` has that ours does not, in words."""
+    from timm.layers import DiffAttention, LayerScale, Mlp
+    from timm.models.vision_transformer import Attention, Block
+
+    bad = []
+    if type(b) is not Block:
+        return [f"{where}: block type {type(b).__name__} (supported: Block)"]
+    if isinstance(b.ls1, LayerScale) or isinstance(b.ls2, LayerScale):
+        bad.append(f"{where}: layer scale (init_values)")
+    a = b.attn
+    if type(a) not in (Attention, DiffAttention):
+        bad.append(f"{where}: attention type {type(a).__name__} (supported: Attention, DiffAttention)")
+    else:
+        if a.qkv.out_features != 3 * dim or a.proj.in_features != dim:
+            bad.append(f"{where}: attention width other than dim (attn_head_dim)")
+        if not (isinstance(a.q_norm, nn.Identity) and isinstance(a.k_norm, nn.Identity)):
+            bad.append(f"{where}: qk_norm=True")
+        if not isinstance(a.norm, nn.Identity):
+            bad.append(f"{where}: scale_attn_norm=True")
+        if getattr(a, "gate", None) is not None:
+            bad.append(f"{where}: gated attention")
+        if a.proj.bias is None:
+            bad.append(f"{where}: proj_bias=False")
+        if isinstance(a, DiffAttention) and a.dual_lambda:
+            bad.append(f"{where}: dual_lambda=True (ours: the paper's four lambda vectors)")
+    m = b.mlp
+    if type(m) is not Mlp or not isinstance(m.norm, nn.Identity):
+        bad.append(f"{where}: MLP other than timm's Mlp without norm")
+    elif type(m.act) is not nn.GELU or m.act.approximate != "none":
+        bad.append(f"{where}: MLP activation {m.act} (ours: exact GELU)")
+    elif m.fc1.bias is None or m.fc2.bias is None:
+        bad.append(f"{where}: MLP without bias")
     return bad
 
 
@@ -142,18 +144,6 @@ def from_timm(timm_model: nn.Module) -> ViT:
 
     blocks = list(tm.blocks)
     a0 = blocks[0].attn
-    attention: Any = "mhsa"
-    if isinstance(a0, DiffAttention):
-        inits = [b.attn.lambda_init for b in blocks]
-        if any(not math.isclose(v, _schedule(i + 1)) for i, v in enumerate(inits)):
-            if any(not math.isclose(v, inits[0]) for v in inits):
-                raise ZooError(
-                    "from_timm: per-layer lambda_init values follow neither the paper's "
-                    f"schedule nor one constant: {inits}"
-                )
-            attention = {"diff": {"lambda_init": inits[0]}}
-        else:
-            attention = "diff"
     dim = tm.embed_dim
     hidden = blocks[0].mlp.fc1.out_features
     cfg = {
@@ -168,10 +158,17 @@ def from_timm(timm_model: nn.Module) -> ViT:
         "mlp_dim": None if int(dim * (hidden / dim)) == hidden else hidden,
         "qkv_bias": a0.qkv.bias is not None,
         "pool": "cls" if tm.global_pool == "token" else "mean",
-        "attention": attention,
+        "attention": "diff" if isinstance(a0, DiffAttention) else "mhsa",
         "posemb": "none" if tm.pos_embed is None else "learned_1d",
     }
     ours = build_model(cfg)
+    if isinstance(a0, DiffAttention):  # lambda_init: the paper's schedule (ours by default), or one value
+        inits = [b.attn.lambda_init for b in blocks]
+        if not all(math.isclose(a.attn.lambda_init, v) for a, v in zip(ours.blocks, inits, strict=True)):
+            if any(not math.isclose(v, inits[0]) for v in inits):
+                raise ZooError("from_timm: per-layer lambda_init values follow neither the paper's "
+                               f"schedule nor one constant: {inits}")
+            ours = build_model({**cfg, "attention": {"diff": {"lambda_init": inits[0]}}})
     state = {_rename(k, _TIMM_TO_OURS): v for k, v in tm.state_dict().items()}
     _load(ours, state, "from_timm")
     p = next(tm.parameters())
