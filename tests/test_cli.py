@@ -133,6 +133,8 @@ BAD = {
                          ["model.attention.lamda_init", "did you mean lambda_init?"]),
     "missing_base": ("base: nowhere.yaml\n", ["base:", "nowhere.yaml not found"]),
     "broken_plugin": ("plugins: [broken.py]\n", ["broken.py:2", "syntax error"]),
+    "mistyped_param": ("model: {attention: {diff: {lambda_init: high}}}\n",
+                       ["model.attention.lambda_init: expected float or null, got 'high'"]),
 }
 
 

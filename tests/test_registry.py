@@ -18,6 +18,9 @@ class Custom:
 
     def __init__(self, dim: int, heads: int, scale: float = 1.0, causal: bool = False):
         self.dim, self.heads, self.scale, self.causal = dim, heads, scale, causal
+
+    def __call__(self, x, return_attn=False):
+        return x
 '''
 
 
@@ -31,6 +34,27 @@ def test_build_passes_accepted_context_and_checked_params(tmp_path):
     obj = build("attention", {"custom_attn": {"scale": 2}}, dim=8, heads=2, layer=3, depth=4)
     assert (obj.dim, obj.heads, obj.scale, obj.causal) == (8, 2, 2, False)
     assert build("attention", "custom_attn", dim=4, heads=1).scale == 1.0
+
+
+def test_parameters_are_checked_and_widened_by_their_annotations(tmp_path):
+    """Optional and union annotations too, from `from __future__ import annotations` files."""
+    path = tmp_path / "typed.py"
+    path.write_text(PLUGIN.format(name="typed_attn").replace(
+        "scale: float = 1.0", "scale: float | None = None"))
+    registry.load_file(path)
+    assert build("attention", {"typed_attn": {"scale": 2}}, dim=8, heads=2).scale == 2.0
+    assert isinstance(build("attention", {"typed_attn": {"scale": 2}}, dim=8, heads=2).scale, float)
+    with pytest.raises(ZooError, match=r"attention\.scale: expected float or null, got 'high'"):
+        build("attention", {"typed_attn": {"scale": "high"}}, dim=8, heads=2)
+
+
+def test_a_plugin_that_returns_the_wrong_thing_is_named(tmp_path):
+    path = tmp_path / "wrong.py"
+    path.write_text(PLUGIN.format(name="wrong_attn").replace("    def __call__", "    def other"))
+    registry.load_file(path)
+    with pytest.raises(ZooError, match=rf"model\.attention: attention 'wrong_attn' \({path}:\d+\) "
+                                       r"returned Custom, not Attention"):
+        build("attention", "wrong_attn", path="model.attention", dim=8, heads=2)
 
 
 def test_unknown_parameter_names_path_and_suggests(tmp_path):
@@ -72,11 +96,13 @@ def test_required_parameter_missing():
     @register("augment", "needs_p")
     def needs_p(num_classes: int, p: float):
         """Needs p."""
-        return p
+        def op(x, y):
+            return x * p, y
+        return op
 
     with pytest.raises(ZooError, match=r"data\.augment\[0\]: augment 'needs_p' needs parameter 'p'"):
         build("augment", "needs_p", path="data.augment[0]", num_classes=10)
-    assert build("augment", {"needs_p": {"p": 0.5}}, num_classes=10) == 0.5
+    assert build("augment", {"needs_p": {"p": 0.5}}, num_classes=10)(2.0, None) == (1.0, None)
 
 
 def test_syntax_error_reported_with_file_and_line(tmp_path):

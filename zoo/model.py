@@ -19,7 +19,7 @@ which runs the plugins' explicit path; the normal forward neither returns nor ke
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,34 +28,10 @@ from torch import Tensor, nn
 
 from zoo import registry
 from zoo.errors import ZooError
+from zoo.kinds import Attention, PosEmb
 from zoo.schema import ModelConfig, from_dict
 
 LN_EPS = 1e-6  # as in the ViT reference code (big_vision) and timm's ViTs
-
-
-class Attention(Protocol):
-    """What an attention plugin is: a module mapping tokens [B, N, C] to [B, N, C].
-
-    `forward(x, return_attn=True)` returns `(out, maps)` where `maps["attn"]` holds the
-    attention probabilities [B, heads, N, N]; plugins may add more entries (diff adds
-    attn1, attn2, lam). A plugin with a learnable lambda also has `lam() -> Tensor`.
-    """
-
-    def __call__(self, x: Tensor, return_attn: bool = False) -> Any: ...
-
-
-class PosEmb(Protocol):
-    """What a positional-embedding plugin is.
-
-    `forward(x, grid)` adds position information to tokens [B, prefix + gh*gw, C] for the
-    patch grid `grid = (gh, gw)` of the current image (learned tables are resized to it) and
-    returns the same shape. `patch_embeddings()` gives the per-patch embeddings
-    [gh*gw, C] of the grid the model was built for, or None if there are none.
-    """
-
-    def __call__(self, x: Tensor, grid: tuple[int, int]) -> Tensor: ...
-
-    def patch_embeddings(self) -> Tensor | None: ...
 
 
 def resize_grid(table: Tensor, size: tuple[int, int]) -> Tensor:
@@ -144,7 +120,6 @@ class ViT(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        registry.discover()  # idempotent: the built-in attention / posemb plugins
         self.cfg = cfg
         self.patch_size = cfg.patch_size
         self.grid_size = (cfg.img_size // cfg.patch_size,) * 2  # (gh, gw) it was built for

@@ -20,17 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zoo import kinds
 from zoo.errors import ZooError, brief, clip, suggest
+from zoo.typecheck import check_type
 
-# What zoo passes to each kind's plugins; a recipe may not set these.
-CONTEXT: dict[str, tuple[str, ...]] = {
-    "attention": ("dim", "heads", "layer", "depth", "qkv_bias", "attn_drop"),
-    "posemb": ("dim", "grid_size", "num_prefix_tokens"),
-    "augment": ("num_classes", "img_size"),
-    "visualizer": (),
-    "dataset": ("split", "img_size", "root"),
-}
-KINDS = tuple(CONTEXT)
+KINDS = tuple(kinds.KINDS)
 
 @dataclass
 class Plugin:
@@ -53,12 +47,24 @@ class Plugin:
 
     def params(self) -> dict[str, inspect.Parameter]:
         """Parameters a recipe may set (the context is zoo's, not the user's)."""
-        ctx = CONTEXT[self.kind]
+        ctx = kinds.KINDS[self.kind].context
         return {
             n: p
             for n, p in self.signature.parameters.items()
             if n not in ctx and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
         }
+
+    def hints(self) -> dict[str, Any]:
+        """The parameters' type annotations, resolved; one that cannot be (a name imported
+        only for type checkers) is left unchecked."""
+        fn = self.obj.__init__ if inspect.isclass(self.obj) else self.obj
+        out = {}
+        for name, ann in getattr(fn, "__annotations__", {}).items():
+            try:
+                out[name] = eval(ann, getattr(fn, "__globals__", {})) if isinstance(ann, str) else ann
+            except Exception:  # noqa: BLE001 - an annotation is only a hint
+                continue
+        return out
 
     def accepts_any(self) -> bool:
         return any(p.kind == p.VAR_KEYWORD for p in self.signature.parameters.values())
@@ -93,6 +99,8 @@ class Registry:
         self.plugins[plugin.name] = plugin
 
     def get(self, name: str, path: str = "") -> Plugin:
+        if name not in self.plugins and not _discovered:
+            discover()  # the first lookup of a name not yet registered: load the built-ins
         if name not in self.plugins:
             where = f"{path}: " if path else ""
             known = ", ".join(sorted(self.plugins)) or "none"
@@ -151,11 +159,13 @@ def spec_name(spec: Any) -> str:
     return parse_spec(spec, "spec")[0]
 
 
-def check_params(plugin: Plugin, params: dict[str, Any], path: str) -> None:
-    """Fail on unknown, context-owned, missing or wrongly typed parameters, naming `path`."""
-    allowed = plugin.params()
+def check_params(plugin: Plugin, params: dict[str, Any], path: str) -> dict[str, Any]:
+    """Fail on unknown, context-owned, missing or wrongly typed parameters, naming `path`;
+    return them as the plugin gets them (ints widened to float where a float is wanted)."""
+    allowed, hints = plugin.params(), plugin.hints()
+    out = dict(params)
     for key, value in params.items():
-        if key in CONTEXT[plugin.kind]:
+        if key in kinds.KINDS[plugin.kind].context:
             raise ZooError(
                 f"{path}.{clip(str(key))}: set by zoo for every {plugin.kind}, not by the recipe; remove it"
             )
@@ -164,41 +174,36 @@ def check_params(plugin: Plugin, params: dict[str, Any], path: str) -> None:
                 f"{path}.{clip(str(key))}: unknown parameter of {plugin.kind} '{plugin.name}'"
                 f"{suggest(key, allowed)}; parameters: {', '.join(allowed) or 'none'}"
             )
-        if key in allowed:
-            _check_type(allowed[key], value, f"{path}.{key}")
+        if key in hints:
+            out[key] = check_type(hints[key], value, f"{path}.{key}")
     for key, p in allowed.items():
         if p.default is p.empty and key not in params:
             raise ZooError(f"{path}: {plugin.kind} '{plugin.name}' needs parameter '{key}'")
-
-
-def _check_type(param: inspect.Parameter, value: Any, path: str) -> None:
-    ann = param.annotation
-    if isinstance(ann, str):  # `from __future__ import annotations`
-        ann = {"int": int, "float": float, "bool": bool, "str": str}.get(ann, None)
-    if ann is float and isinstance(value, int) and not isinstance(value, bool):
-        return
-    if ann in (int, float, str) and (not isinstance(value, ann) or isinstance(value, bool)):
-        raise ZooError(f"{path}: expected {ann.__name__}, got {brief(value)}")
-    if ann is bool and not isinstance(value, bool):
-        raise ZooError(f"{path}: expected true or false, got {brief(value)}")
+    return out
 
 
 def build(kind: str, spec: Any, *, path: str | None = None, **context: Any) -> Any:
-    """Construct the plugin `spec` names, passing the context it accepts and checked params."""
+    """Construct the plugin `spec` names, passing the context it accepts and checked params;
+    what it returns must keep its kind's contract (zoo.kinds)."""
     path = path or kind
     name, params = parse_spec(spec, path)
     plugin = registry(kind).get(name, path)
-    check_params(plugin, params, path)
+    params = check_params(plugin, params, path)
     sig = plugin.signature.parameters
     ctx = context if plugin.accepts_any() else {k: v for k, v in context.items() if k in sig}
-    return plugin.obj(**ctx, **params)
+    obj = plugin.obj(**ctx, **params)
+    contract = kinds.KINDS[kind].contract
+    if not isinstance(obj, contract):
+        raise ZooError(f"{path}: {kind} '{name}' ({plugin.file}:{plugin.line}) returned "
+                       f"{type(obj).__name__}, not {contract.__name__}: {kinds.summary(contract)}")
+    return obj
 
 
 # ---------------------------------------------------------------------------------------
 # Discovery: built-in files, entry points, ZOO_PLUGIN_PATH, recipe `plugins:`, --plugins.
 
 _loaded: set[Path] = set()
-load_errors: list[str] = []
+_discovered = False  # built-ins and entry points loaded once
 
 
 def builtin_dir() -> Path:
@@ -255,6 +260,8 @@ def _entry_point_modules() -> list[importlib.metadata.EntryPoint]:
 
 def discover(extra: Iterable[str | Path] = (), strict: bool = True) -> list[str]:
     """Load every plugin source in order; return the error lines (raise the first if strict)."""
+    global _discovered
+    _discovered = True
     sources: list[Path] = [builtin_dir()]
     env = os.environ.get("ZOO_PLUGIN_PATH", "")
     sources += [Path(p) for p in env.split(os.pathsep) if p]
@@ -283,7 +290,6 @@ def discover(extra: Iterable[str | Path] = (), strict: bool = True) -> list[str]
     for src in sources[1:]:
         for f in _plugin_files(src):
             attempt(lambda f=f: load_file(f))
-    load_errors[:] = errors
     return errors
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 import yaml
 
 from zoo.errors import ZooError, brief, clip, suggest
+from zoo.typecheck import check_type
 
 Spec = Any  # a plugin spec: `name` or `{name: {param: value}}`
 
@@ -238,51 +238,5 @@ def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
         if dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value if value is not None else {}, source, f"{prefix}{key}.")
         else:
-            kwargs[key] = _check(hint, value, source, f"{prefix}{key}")
+            kwargs[key] = check_type(hint, value, f"{source}: {prefix}{key}")
     return cls(**kwargs)
-
-
-def _check(hint: Any, value: Any, source: str, key: str) -> Any:
-    """Return `value` (ints widened to float where a float is wanted) or raise a typed error."""
-    if hint is Any:
-        return value
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _check(arg, value, source, key)
-            except ZooError:
-                continue
-        raise ZooError(f"{source}: {key}: expected {_name(hint)}, got {brief(value)}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise ZooError(f"{source}: {key}: expected a list, got {brief(value)}")
-        (item,) = typing.get_args(hint)
-        return [_check(item, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):  # YAML 1.1 reads `1e-3` as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if hint in (int, float, str) and isinstance(value, bool):
-        raise ZooError(f"{source}: {key}: expected {_name(hint)}, got {brief(value)}")
-    if isinstance(hint, type) and not isinstance(value, hint):
-        raise ZooError(f"{source}: {key}: expected {_name(hint)}, got {brief(value)}")
-    return value
-
-
-def _name(hint: Any) -> str:
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " or ".join(_name(a) for a in typing.get_args(hint))
-    if hint is type(None):
-        return "null"
-    if typing.get_origin(hint) is list:
-        return f"a list of {_name(typing.get_args(hint)[0])}"
-    return getattr(hint, "__name__", str(hint))

@@ -24,7 +24,7 @@ class ClsAttention:
     the last by default) shows which patches feed the token the classifier reads
     (Dosovitskiy et al. 2020, Fig. 6; Caron et al. 2021, Fig. 1). Each panel is scaled to
     its maximum. Diff-ViT: the positive part of the differential map, renormalised
-    (zoo.viz.as_distribution). In a `pool: mean` model the head never reads [CLS], so its
+    (attention.maps.as_distribution). In a `pool: mean` model the head never reads [CLS], so its
     map says little there; use rollout.
     """
 

@@ -27,7 +27,7 @@ class Dino:
     attention over the patches and draw it as a mask with its contour; the second column
     shows every head's mask in the head's colour. Column labels give each head's mask size
     averaged over the images: a head that looks at the object keeps few patches. Diff-ViT:
-    the positive part of the differential map, renormalised (zoo.viz.as_distribution).
+    the positive part of the differential map, renormalised (attention.maps.as_distribution).
     """
 
     def __init__(self, threshold: float = 0.6, layer: int = -1):

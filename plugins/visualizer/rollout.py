@@ -26,7 +26,7 @@ class Rollout:
     and rows renormalised, so the [CLS] row of the product traces the output back to the
     patches (for `pool: mean`, the mean of the patch rows). `fusion` (mean, max or min)
     joins the heads of a layer; `discard` zeroes that fraction of each row's weakest entries
-    first. Diff-ViT: each head's positive part, renormalised (zoo.viz.as_distribution).
+    first. Diff-ViT: each head's positive part, renormalised (attention.maps.as_distribution).
     """
 
     def __init__(self, fusion: str = "mean", discard: float = 0.0):

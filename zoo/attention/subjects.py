@@ -34,7 +34,7 @@ COMPARE = ["rollout", "cls_attention"]  # `zoo viz --compare` without --visualiz
 
 
 def load_image(path: str | Path, size: int) -> Tensor:
-    """One image file as uint8 [3, size, size]: RGB (zoo.data.open_rgb), shorter side
+    """One image file as uint8 [3, size, size]: RGB (zoo.io.open_rgb), shorter side
     resized to `size`, centre cropped (as FolderData reads images)."""
     from PIL import Image, ImageOps
 

@@ -28,7 +28,8 @@ def list_cmd(kind: str | None, pattern: str, as_json: bool, plugin_paths: tuple[
 
     PATTERN filters names with wildcards, e.g. `zoo list attention 'd*'`.
     """
-    from zoo.registry import CONTEXT, discover, list_plugins
+    from zoo.kinds import KINDS
+    from zoo.registry import discover, list_plugins
 
     errors = discover(plugin_paths, strict=False)
     found = list_plugins(kind, pattern)
@@ -37,7 +38,7 @@ def list_cmd(kind: str | None, pattern: str, as_json: bool, plugin_paths: tuple[
     else:
         for k, plugins in found.items():
             click.secho(f"{k}", bold=True, nl=False)
-            click.echo(f"  (set by zoo: {', '.join(CONTEXT[k]) or 'nothing'})" if kind else "")
+            click.echo(f"  (set by zoo: {', '.join(KINDS[k].context) or 'nothing'})" if kind else "")
             for p in plugins:
                 click.echo(f"  {p['name']:<18} {p['doc']}")
                 if kind:
