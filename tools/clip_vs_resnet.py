@@ -51,6 +51,7 @@ from tools.clip_common import (  # noqa: E402
     zero_shot_head,
     zero_shot_logits,
 )
+from zoo.convert import check_timm_name  # noqa: E402
 from zoo.errors import ZooError, exit_on_user_error, first_line, suggest  # noqa: E402
 from zoo.io import atomic_write, open_rgb, quiet_hub_retries, write_json  # noqa: E402
 
@@ -192,11 +193,7 @@ def load_resnet(tag: str, *, device: torch.device, weights: Path | None = None,
     import timm.data
 
     arch = tag.split(".")[0]
-    if not timm.is_model(arch):
-        raise ZooError(f"unknown timm model '{tag}'{suggest(arch, timm.list_models())}")
-    if "." in tag and not timm.list_pretrained(tag):
-        known = ", ".join(timm.list_pretrained(f"{arch}.*")) or "none"
-        raise ZooError(f"unknown pretrained tag '{tag}'; {arch} has: {known}")
+    check_timm_name(tag, "--resnet")
     if random_init and weights is not None:
         raise ZooError("--random-init and --resnet-weights exclude each other")
     kwargs = {}

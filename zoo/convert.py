@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, clip, suggest
 from zoo.model import LN_EPS, ViT, build_model
 from zoo.registry import spec_name
 
@@ -125,6 +125,19 @@ def _unsupported_in_block(b: nn.Module, where: str, dim: int) -> list[str]:
     elif m.fc1.bias is None or m.fc2.bias is None:
         bad.append(f"{where}: MLP without bias")
     return bad
+
+
+def check_timm_name(name: str, where: str) -> None:
+    """`name` is a timm architecture, and its `.tag` (if any) one of its pretrained weights;
+    a one-line ZooError at `where` otherwise, with the closest name or the tags there are."""
+    import timm
+
+    arch = name.split(".")[0]
+    if not timm.is_model(arch):
+        raise ZooError(f"{where}: unknown timm model '{clip(name)}'{suggest(arch, timm.list_models())}")
+    if "." in name and not timm.list_pretrained(name):
+        known = ", ".join(timm.list_pretrained(f"{arch}.*")) or "none"
+        raise ZooError(f"{where}: unknown pretrained tag '{clip(name)}'; {arch} has: {known}")
 
 
 def from_timm(timm_model: nn.Module) -> ViT:

@@ -301,3 +301,13 @@ def equalize(x: Tensor, on: Tensor) -> Tensor:
     out = lut.to(x.dtype).mul_(1.0 / 255).gather(1, q).view(B, C, H, W)
     return torch.lerp(x, out, on, out=out)
 
+
+def box_mask(top: Tensor, bottom: Tensor, left: Tensor, right: Tensor, height: int,
+             width: int) -> Tensor:
+    """bool [n, H, W]: rows top..bottom-1 and columns left..right-1 of each of n images
+    (the bounds [n], on the device; boxes reaching past the image are clipped by it)."""
+    n = top.shape[0]
+    r = torch.arange(height, device=top.device).view(1, height, 1)
+    c = torch.arange(width, device=top.device).view(1, 1, width)
+    return ((r >= top.view(n, 1, 1)) & (r < bottom.view(n, 1, 1))
+            & (c >= left.view(n, 1, 1)) & (c < right.view(n, 1, 1)))

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from zoo.errors import ZooError
+from zoo.image_ops import box_mask
 from zoo.registry import register
 
 
@@ -38,10 +39,7 @@ class CutMix:
         cy, cx = u[:, 0] * height, u[:, 1] * width
         top, bottom = (cy - cut * height / 2).round(), (cy + cut * height / 2).round()
         left, right = (cx - cut * width / 2).round(), (cx + cut * width / 2).round()
-        r = torch.arange(height, device=lam.device).view(1, height, 1)
-        c = torch.arange(width, device=lam.device).view(1, 1, width)
-        return ((r >= top.view(n, 1, 1)) & (r < bottom.view(n, 1, 1))
-                & (c >= left.view(n, 1, 1)) & (c < right.view(n, 1, 1)))
+        return box_mask(top, bottom, left, right, height, width)
 
     def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         B, C, H, W = x.shape

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from zoo.errors import ZooError
+from zoo.image_ops import box_mask
 from zoo.registry import register
 
 
@@ -43,10 +44,6 @@ class RandomErasing:
         w = (area / aspect).sqrt().round().clamp(1, W)
         top = (u[:, 2] * (H - h + 1)).floor()
         left = (u[:, 3] * (W - w + 1)).floor()
-        r = torch.arange(H, device=x.device).view(1, H, 1)
-        c = torch.arange(W, device=x.device).view(1, 1, W)
-        box = ((r >= top.view(B, 1, 1)) & (r < (top + h).view(B, 1, 1))
-               & (c >= left.view(B, 1, 1)) & (c < (left + w).view(B, 1, 1))
-               & (u[:, 4] < self.p).view(B, 1, 1))
+        box = box_mask(top, top + h, left, left + w, H, W) & (u[:, 4] < self.p).view(B, 1, 1)
         fill = torch.rand_like(x) if self.value == "random" else torch.zeros_like(x)
         return torch.where(box.unsqueeze(1), fill, x), y

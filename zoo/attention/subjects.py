@@ -19,7 +19,7 @@ from torch import Tensor
 
 from zoo.attention.figures import heat_figure, model_input
 from zoo.data import TensorData, build_datasets
-from zoo.errors import ZooError, suggest
+from zoo.errors import ZooError
 from zoo.io import open_rgb, quiet_hub_retries, read_state_dict
 from zoo.registry import spec_name
 
@@ -104,14 +104,9 @@ def load_timm(name: str, weights: str | None = None) -> Subject:
     images are normalised with its pretrained config's mean and std."""
     import timm
 
-    from zoo.convert import from_timm
+    from zoo.convert import check_timm_name, from_timm
 
-    if not timm.is_model(name):
-        arch = name.split(".")[0]
-        raise ZooError(f"timm:{name}: unknown timm model{suggest(arch, timm.list_models())}")
-    if "." in name and not timm.list_pretrained(name):
-        known = ", ".join(timm.list_pretrained(name.split(".")[0] + ".*")) or "none"
-        raise ZooError(f"timm:{name}: unknown pretrained tag; there are: {known}")
+    check_timm_name(name, f"timm:{name}")
     try:
         with quiet_hub_retries():
             tm = timm.create_model(name, pretrained=weights is None)
