@@ -19,6 +19,7 @@ which runs the plugins' explicit path; the normal forward neither returns nor ke
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any
 
 import torch
@@ -183,9 +184,20 @@ class ViT(nn.Module):
         two softmax maps `attn1`, `attn2` and the scalar `lam`. Runs under the caller's grad
         mode (wrap it in `torch.no_grad()` for visualization).
         """
+        self.check_maps()
         maps: list[dict[str, Tensor]] = []
         self.encode(img, maps)
         return maps if details else [m["attn"] for m in maps]
+
+    def check_maps(self) -> None:
+        """The attention plugin can hand out its maps (the `return_attn` of zoo.kinds.Attention)."""
+        params = inspect.signature(self.blocks[0].attn.forward).parameters
+        if "return_attn" not in params and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            name = registry.spec_name(self.cfg.attention)
+            raise ZooError(f"attention '{name}' has no return_attn, so its attention maps cannot be "
+                           "drawn; give its forward a return_attn=False argument that, when true, "
+                           "returns (out, {'attn': probabilities [B, heads, N, N]}), or draw only "
+                           "--visualizer posemb_similarity")
 
     def lambdas(self) -> list[Tensor]:
         """Each layer's differential-attention lambda (scalars, detached); [] for plain attention."""
