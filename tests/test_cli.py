@@ -59,6 +59,30 @@ def test_help_lists_commands():
         assert result.exit_code == 0 and "Usage:" in result.output
 
 
+def test_recipes_by_name(zoo_exe, tmp_path):
+    """From any folder: `zoo list recipes`, then a recipe or sweep by its name."""
+    listed = run_zoo(zoo_exe, "list", "recipes", cwd=tmp_path)
+    assert listed.returncode == 0 and "quickstart" in listed.stdout
+    assert "sweeps/patch_size_shapes" in listed.stdout
+    shown = run_zoo(zoo_exe, "show", "vit_p4", "--set", "train.epochs=2", cwd=tmp_path)
+    assert shown.returncode == 0 and "name: vit_p4" in shown.stdout and "epochs: 2" in shown.stdout
+    swept = run_zoo(zoo_exe, "sweep", "patch_size_shapes", "--dry-run", cwd=tmp_path)
+    assert swept.returncode == 0 and swept.stdout.count("-m zoo run") == 6
+    assert_one_line_error(run_zoo(zoo_exe, "show", "quikstart", cwd=tmp_path),
+                          "quikstart: no such recipe", "did you mean quickstart?")
+
+
+def test_the_tools_are_zoo_commands(zoo_exe):
+    """One implementation: the tools' own parsers, reached through zoo."""
+    listed = run_zoo(zoo_exe, "--help").stdout
+    assert "clip-vs-resnet" in listed and "fp16-profile" in listed
+    for name, flag in (("clip-vs-resnet", "--resnet"), ("fp16-profile", "--batch-sizes")):
+        helped = run_zoo(zoo_exe, name, "--help")
+        assert helped.returncode == 0 and f"usage: zoo {name}" in helped.stdout
+        assert flag in helped.stdout
+    assert_one_line_error(run_zoo(zoo_exe, "fp16-profile", "--device", "tpu"), "--device tpu")
+
+
 def test_list_every_kind():
     out = CliRunner().invoke(cli, ["list"]).output
     for kind in ("attention", "posemb", "augment", "visualizer", "dataset"):

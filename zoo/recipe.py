@@ -4,6 +4,7 @@ validate against zoo.schema, and import the plugins they name.
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import re
 import stat
@@ -13,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from zoo.errors import ZooError, brief, clip
+from zoo.errors import ZooError, brief, clip, suggest
 from zoo.io import regular_stat
 from zoo.registry import check_params, discover, parse_spec, registry
 from zoo.schema import Recipe, from_dict, safe_name
@@ -164,9 +165,45 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def recipes_dir() -> Path:
+    """The recipes that come with zoo: `zoo._recipes` when installed, else this checkout's."""
+    try:
+        return Path(str(importlib.resources.files("zoo._recipes")))
+    except ModuleNotFoundError:  # zoo imported from a source tree that was never installed
+        return Path(__file__).resolve().parents[1] / "recipes"
+
+
+def list_recipes() -> list[tuple[str, Path, str]]:
+    """(name, file, its opening comment) of each built-in recipe; sweeps as `sweeps/NAME`."""
+    root = recipes_dir()
+    out = []
+    for path in sorted(root.glob("*.yaml")) + sorted((root / "sweeps").glob("*.yaml")):
+        lines = read_text(path).splitlines()
+        head = " ".join(line.lstrip("# ").strip() for line in lines[:next(
+            (i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))])
+        out.append((str(path.relative_to(root).with_suffix("")), path, clip(head, 90)))
+    return out
+
+
+def find_recipe(name: str | Path) -> Path:
+    """A recipe file: `name` itself when it is a path (or looks like one), else the built-in
+    recipe of that name (`quickstart`, `vit_p4`, `sweeps/posemb` or just `posemb`)."""
+    path = Path(name)
+    if path.exists() or path.suffix in (".yaml", ".yml") or len(path.parts) > 2:
+        return path
+    root = recipes_dir()
+    for candidate in (root / f"{name}.yaml", root / "sweeps" / f"{name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    names = [n for n, _, _ in list_recipes()]
+    raise ZooError(f"{clip(str(name))}: no such recipe file, nor a built-in recipe of that "
+                   f"name{suggest(str(name), names)}; `zoo list recipes` shows them")
+
+
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Load `path` (with its bases), apply `--set` overrides, and validate."""
-    path = Path(path)
+    """Load `path` (a file, or a built-in recipe's name: find_recipe) with its bases, apply
+    `--set` overrides, and validate."""
+    path = find_recipe(path)
     data = _load_raw(path)
     data.setdefault("name", safe_name(path.stem))
     data = apply_overrides(data, list(overrides or []))

@@ -5,6 +5,8 @@ Commands import the library inside their functions, so `zoo --help` starts witho
 
 from __future__ import annotations
 
+import importlib.metadata
+import sys
 from typing import Any
 
 import click
@@ -51,6 +53,25 @@ for command in cli.commands.values():  # `zoo CMD --debug` as well as `zoo --deb
     command.params.append(click.Option(["--debug"], is_flag=True, expose_value=False,
                                        callback=_remember_debug,
                                        help="Show the full traceback of an error."))
+
+
+def script_command(entry: importlib.metadata.EntryPoint) -> click.Command:
+    """`zoo NAME ARGS...` runs the script an installed package declares in the `zoo.commands`
+    entry-point group (the tools/ scripts: `zoo clip-vs-resnet`), its own flags untouched."""
+
+    @click.command(entry.name, add_help_option=False,
+                   context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+                   help=f"The {entry.name} script ({entry.value}); options: zoo {entry.name} --help")
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def command(args: tuple[str, ...]) -> None:
+        sys.argv = [f"zoo {entry.name}", *args]  # what the script's parser and --debug read
+        entry.load()(list(args))
+
+    return command
+
+
+for entry in importlib.metadata.entry_points(group="zoo.commands"):  # after --debug: theirs
+    cli.add_command(script_command(entry))
 
 
 def main() -> None:

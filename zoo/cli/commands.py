@@ -24,10 +24,14 @@ def _short_path(path: str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @PLUGINS_OPTION
 def list_cmd(kind: str | None, pattern: str, as_json: bool, plugin_paths: tuple[str, ...]) -> None:
-    """List plugins: every KIND, or one KIND with docs, parameters and source files.
+    """List plugins: every KIND, or one KIND with docs, parameters and source files;
+    `zoo list recipes` lists the recipes that come with zoo (run them by name).
 
     PATTERN filters names with wildcards, e.g. `zoo list attention 'd*'`.
     """
+    if kind == "recipes":
+        _list_recipes(pattern, as_json)
+        return
     from zoo.kinds import KINDS
     from zoo.registry import discover, list_plugins
 
@@ -52,6 +56,21 @@ def list_cmd(kind: str | None, pattern: str, as_json: bool, plugin_paths: tuple[
                 click.echo("  (none)")
     for e in errors:
         click.echo(f"warning: {e}", err=True)
+
+
+def _list_recipes(pattern: str, as_json: bool) -> None:
+    import fnmatch
+
+    from zoo.recipe import list_recipes
+
+    found = [(n, p, doc) for n, p, doc in list_recipes() if fnmatch.fnmatch(n, pattern)]
+    if as_json:
+        click.echo(json.dumps([{"name": n, "file": str(p), "doc": doc} for n, p, doc in found],
+                              indent=2))
+        return
+    for name, _, doc in found:
+        click.echo(f"  {name:<24} {doc}")
+    click.echo("run one by name: zoo run quickstart; sweeps: zoo sweep patch_size_shapes")
 
 
 @click.command("show")

@@ -31,7 +31,7 @@ from typing import Any
 
 from zoo.errors import ZooError, suggest
 from zoo.io import write_json
-from zoo.recipe import read_text, read_yaml, yaml_value
+from zoo.recipe import find_recipe, read_text, read_yaml, yaml_value
 
 SWEEP_KEYS = ("name", "base", "set", "cells", "grid")
 SAFE = re.compile(r"[^A-Za-z0-9_.=+,-]")  # no quoting in a shell, portable in a file name
@@ -59,8 +59,9 @@ class Sweep:
 
 
 def load_sweep(path: str | Path) -> Sweep:
-    """Parse and expand a sweep file; every mistake is a one-line ZooError naming the file."""
-    path = Path(path)
+    """Parse and expand a sweep file (or a built-in sweep's name); every mistake is a
+    one-line ZooError naming the file."""
+    path = find_recipe(path)
     data = read_yaml(path)
     for key in data:
         if key not in SWEEP_KEYS:
