@@ -140,9 +140,12 @@ def test_device_choice_is_zoos_with_errors_worded_for_the_flag(monkeypatch):
     current = []  # a GPU, faked: which device is chosen needs none
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert [cc.choose_device(n) for n in ("cuda:1", "cuda", "auto")] == [cuda1, cuda0, cuda0] == current
-    with pytest.raises(ZooError, match=r"^--device cuda:x: RuntimeError: Invalid device string: 'cuda:x'; use auto"):
+    with pytest.raises(ZooError, match=r"^--device cuda:x: unknown device 'cuda:x'; use auto"):
         cc.choose_device("cuda:x")
+    with pytest.raises(ZooError, match=r"^--device cuda:2: 'cuda:2', but this machine has 2 CUDA"):
+        cc.choose_device("cuda:2")
 
 
 # --- CLIP architectures and loading ---------------------------------------------------------

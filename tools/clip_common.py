@@ -36,7 +36,6 @@ from tqdm import tqdm
 
 from zoo.device import Dist, pick_device
 from zoo.errors import ZooError, first_line, suggest
-from zoo.errors import clip as shorten  # `clip` is openai-clip here
 from zoo.io import atomic_write
 
 with warnings.catch_warnings():
@@ -71,14 +70,8 @@ def add_shared_args(p: argparse.ArgumentParser, *, random_init_help: str) -> Non
 
 
 def choose_device(name: str) -> torch.device:
-    """zoo.device.pick_device, its errors worded for `--device`: zoo's name the recipe key
-    train.device, which a tool's user never wrote."""
-    try:
-        return pick_device(name, Dist())
-    except ZooError as e:
-        raise ZooError(f"--device {name}: {str(e).removeprefix('train.device: ')}") from e
-    except RuntimeError as e:  # torch.device("cuda:x"), or an index this machine does not have
-        raise ZooError(f"--device {name}: {shorten(first_line(e))}; use auto, cpu, cuda or cuda:N") from e
+    """The tools' --device, as zoo picks devices."""
+    return pick_device(name, Dist(), f"--device {name}")
 
 
 # --- CLIP architectures ---------------------------------------------------------------------

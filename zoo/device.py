@@ -42,18 +42,24 @@ def setup_distributed(device_pref: str) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def pick_device(pref: str, d: Dist) -> torch.device:
+def pick_device(pref: str, d: Dist, where: str = "train.device") -> torch.device:
+    """The device `pref` names (auto, cpu, cuda, cuda:N; under DDP each rank's own GPU);
+    errors name `where`, the recipe key or option it came from."""
     if pref == "auto":
         pref = "cuda" if torch.cuda.is_available() else "cpu"
-    if pref.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ZooError(f"train.device: '{pref}' requested but CUDA is not available; use auto or cpu")
-        device = torch.device("cuda", d.local_rank if d.world > 1 else torch.device(pref).index or 0)
-        torch.cuda.set_device(device)
-        return device
-    if pref != "cpu":
-        raise ZooError(f"train.device: unknown device '{pref}'; use auto, cpu, cuda or cuda:N")
-    return torch.device("cpu")
+    if pref != "cpu" and pref != "cuda" and not (pref.startswith("cuda:") and pref[5:].isdigit()):
+        raise ZooError(f"{where}: unknown device '{pref}'; use auto, cpu, cuda or cuda:N")
+    if pref == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ZooError(f"{where}: '{pref}' requested but CUDA is not available; use auto or cpu")
+    index = d.local_rank if d.world > 1 else torch.device(pref).index or 0
+    if index >= torch.cuda.device_count():
+        raise ZooError(f"{where}: '{pref}', but this machine has {torch.cuda.device_count()} "
+                       "CUDA device(s); use cuda:0 up to the last")
+    device = torch.device("cuda", index)
+    torch.cuda.set_device(device)
+    return device
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

@@ -104,7 +104,7 @@ def evaluate(
             raise ZooError(f"--data {dataset}: not a dataset name or YAML mapping") from e
         overrides.append(f"data.dataset={yaml.safe_dump(spec, default_flow_style=True).strip()}")
     model, recipe, run, ckpt = load_checkpoint(source, overrides, which, plugins, trust_plugins)
-    dev = pick_device(device, Dist())
+    dev = pick_device(device, Dist(), "--device")
     ds = data.build_datasets(recipe.data.dataset, [split], recipe.model.img_size, recipe.data.root)[split]
     if len(ds.classes) != recipe.model.num_classes:
         raise ZooError(
