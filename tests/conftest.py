@@ -31,6 +31,7 @@ def isolated_registry(monkeypatch):
     """Plugins a test registers or loads are forgotten after it."""
     saved = {k: dict(r.plugins) for k, r in registry.REGISTRIES.items()}
     loaded = set(registry._loaded)
+    monkeypatch.setattr(registry, "_discovered", registry._discovered)  # restored after
     monkeypatch.delenv("ZOO_PLUGIN_PATH", raising=False)
     yield
     for k, r in registry.REGISTRIES.items():
