@@ -17,7 +17,7 @@ LAYERS = [
     ["recipe"],
     ["model", "data", "checkpoint"],
     ["convert", "runs"],
-    ["evaluate", "attention"],
+    ["evaluate", "attention", "predict", "export"],
     ["train"],
     ["study"],
     ["cli"],

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from zoo.cli import commands, study, viz
+from zoo.cli import commands, predict, study, viz
 from zoo.errors import ZooError, report_user_error
 
 
@@ -39,8 +39,8 @@ def cli(debug: bool) -> None:
     """
 
 
-for command in (commands.list_cmd, commands.show, commands.run, commands.eval_cmd, viz.viz,
-                study.sweep, study.report):
+for command in (commands.list_cmd, commands.show, commands.run, commands.eval_cmd,
+                predict.predict_cmd, predict.export_cmd, viz.viz, study.sweep, study.report):
     cli.add_command(command)
 
 
