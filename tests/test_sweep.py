@@ -306,3 +306,17 @@ def test_every_sweep_file_validates(path, tmp_path):
     s = load_sweep(path)
     assert s.name == path.stem and s.cells
     assert set(check(s, tmp_path, ()).values()) == {"new"}
+
+
+def test_plugins_given_to_a_sweep_reach_every_cell(tmp_path):
+    """--plugins: the cells are checked with them, and each cell's command loads them."""
+    plugin = tmp_path / "mine.py"
+    plugin.write_text((ROOT / "plugins" / "attention" / "mhsa.py").read_text()
+                      .replace('register("attention", "mhsa")', 'register("attention", "mine")'))
+    path = write_sweep(tmp_path, "base: base.yaml\ngrid: {model.attention: [mine], model.depth: [1, 2]}\n")
+    refused = CliRunner().invoke(cli, ["sweep", str(path), "--dry-run"])
+    assert refused.exit_code == 2 and "unknown attention 'mine'" in refused.output
+    shown = CliRunner().invoke(cli, ["sweep", str(path), "--dry-run", "--plugins", str(plugin)])
+    assert shown.exit_code == 0, shown.output
+    commands = [line for line in shown.output.splitlines() if "-m zoo run" in line]
+    assert len(commands) == 2 and all(f"--plugins {plugin}" in c for c in commands)

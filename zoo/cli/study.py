@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from zoo.cli.options import PLUGINS_OPTION
+
 
 @click.command("sweep")
 @click.argument("sweep_file", type=click.Path())
@@ -16,7 +18,9 @@ import click
 )
 @click.option("--out", type=click.Path(), help="Sweep folder (default runs/<sweep name>); each cell runs in OUT/<cell>.")
 @click.option("--dry-run", is_flag=True, help="Validate every cell and print its command, one line each.")
-def sweep(sweep_file: str, overrides: tuple[str, ...], out: str | None, dry_run: bool) -> None:
+@PLUGINS_OPTION
+def sweep(sweep_file: str, overrides: tuple[str, ...], out: str | None, dry_run: bool,
+          plugin_paths: tuple[str, ...]) -> None:
     """Run every cell of SWEEP_FILE (a grid or list of overrides of one recipe) in turn.
 
     Finished cells are skipped and interrupted ones resumed, so running it again completes
@@ -36,7 +40,8 @@ def sweep(sweep_file: str, overrides: tuple[str, ...], out: str | None, dry_run:
     spec = load_sweep(sweep_file)
     out_dir = Path(out) if out else Path("runs") / spec.name
     try:
-        failed = run_sweep(spec, out_dir, overrides, run_subprocess, dry_run=dry_run, echo=click.echo)
+        failed = run_sweep(spec, out_dir, overrides, run_subprocess, dry_run=dry_run,
+                           echo=click.echo, plugins=plugin_paths)
     except SweepInterrupted as e:
         click.echo(f"\n{e}", err=True)
         sys.exit(130)

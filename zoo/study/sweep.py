@@ -61,16 +61,20 @@ def _shell_path(path: Path) -> str:
         return str(path)
 
 
-def command(sweep: Sweep, cell: Cell, run_dir: Path, state: str, extra: tuple[str, ...]) -> list[str]:
-    """The exact argv a cell runs; `--dry-run` prints it."""
+def command(sweep: Sweep, cell: Cell, run_dir: Path, state: str, extra: tuple[str, ...],
+            plugins: tuple[str, ...] = ()) -> list[str]:
+    """The exact argv a cell runs; `--dry-run` prints it. `plugins` (--plugins of the sweep)
+    go to every cell, resumed ones too."""
     zoo = [sys.executable, "-m", "zoo", "run"]
+    given = [a for p in plugins for a in ("--plugins", str(Path(p).resolve()))]
     if state == "resume":
-        return [*zoo, "--resume", str(run_dir)]
+        return [*zoo, "--resume", str(run_dir), *given]
     sets = [a for o in cell_overrides(sweep, cell, extra) for a in ("--set", o)]
-    return [*zoo, _shell_path(sweep.base), *sets, "--out", str(run_dir)]
+    return [*zoo, _shell_path(sweep.base), *sets, *given, "--out", str(run_dir)]
 
 
-def check(sweep: Sweep, out: Path, extra: tuple[str, ...]) -> dict[str, str]:
+def check(sweep: Sweep, out: Path, extra: tuple[str, ...],
+          plugins: tuple[str, ...] = ()) -> dict[str, str]:
     """Validate every cell's recipe and plugins before anything runs; return each cell's state.
 
     A folder that already holds a run of a different recipe (say one shortened with
@@ -80,7 +84,7 @@ def check(sweep: Sweep, out: Path, extra: tuple[str, ...]) -> dict[str, str]:
     states = {}
     for cell in sweep.cells:
         try:
-            recipe = resolve(str(sweep.base), tuple(cell_overrides(sweep, cell, extra)), ())
+            recipe = resolve(str(sweep.base), tuple(cell_overrides(sweep, cell, extra)), plugins)
         except ZooError as e:
             raise ZooError(f"{sweep.path}: cell {cell.name}: {e}") from e
         run_dir = out / cell.name
@@ -146,15 +150,16 @@ def run_sweep(
     runner: Runner,
     dry_run: bool = False,
     echo: Echo = print,
+    plugins: tuple[str, ...] = (),
 ) -> list[str]:
     """Run the missing cells in order with `runner(argv) -> exit code`; return the failures.
 
     Raises SweepInterrupted when a cell was interrupted: the rest must wait for a rerun.
     """
-    states = check(sweep, out, extra)
+    states = check(sweep, out, extra, plugins)
     if dry_run:
         for cell in sweep.cells:
-            cmd = command(sweep, cell, out / cell.name, states[cell.name], extra)
+            cmd = command(sweep, cell, out / cell.name, states[cell.name], extra, plugins)
             echo(dry_run_line(cmd, out / cell.name, states[cell.name]))
         return []
     record_order(sweep, out)
@@ -165,17 +170,17 @@ def run_sweep(
             echo(f"[{i}/{n}] {cell.name}: finished, skipped")
             continue
         failure = _run_cell(sweep, cell, out, states[cell.name], extra, runner, echo,
-                            tag=f"[{i}/{n}] {cell.name}")
+                            tag=f"[{i}/{n}] {cell.name}", plugins=plugins)
         if failure:
             failed.append(f"{cell.name} ({failure})")
     return failed
 
 
 def _run_cell(sweep: Sweep, cell: Cell, out: Path, state: str, extra: tuple[str, ...],
-              runner: Runner, echo: Echo, tag: str) -> str | None:
+              runner: Runner, echo: Echo, tag: str, plugins: tuple[str, ...] = ()) -> str | None:
     """Run one cell: None when it finished, else why it failed (exit 1, no summary)."""
     run_dir = out / cell.name
-    cmd = command(sweep, cell, run_dir, state, extra)
+    cmd = command(sweep, cell, run_dir, state, extra, plugins)
     echo(f"{tag}: {'resuming' if state == 'resume' else 'running'}")
     echo(f"  {shlex.join(cmd)}")
     if state == "restart":
