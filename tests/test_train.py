@@ -17,6 +17,8 @@ from tests.test_data import write_cifar10
 from zoo.cli import cli
 from zoo.train.optim import lr_at, soft_cross_entropy
 
+STEP_TAGS = ("train/loss_step", "train/lr_step", "train/grad_norm_step")
+
 TINY = """
 name: tiny
 model: {{dim: 32, depth: 2, heads: 2, attention: {attention}, posemb: learned_1d}}
@@ -83,9 +85,38 @@ def test_quickstart_as_a_user_runs_it(quickstart_run):
                 "train/grad_norm"):
         assert tag in tags["scalars"], tag
     assert len(events.Scalars("val/acc")) == summary["epochs"]
-    assert tags["images"], "no images logged"
+    assert {"viz/cls_attention", "viz/rollout"} <= set(tags["images"]), tags["images"]  # log.visualizers
     assert "hparams" in events.PluginTagToContent("hparams") or events.PluginTagToContent("hparams")
     assert "recipe/text_summary" in tags["tensors"]
+
+
+def test_tensorboard_logs_every_n_steps_without_changing_the_run(tmp_path):
+    """log.every_steps=2 on 8 steps: the step's loss, rate and gradient norm at steps 2, 4, 6
+    and 8; the run trains exactly as with them off (0)."""
+    runs = {}
+    for every in (2, 0):
+        out = runs[every] = tmp_path / f"every_{every}"
+        result = CliRunner().invoke(cli, ["run", str(tiny_recipe(tmp_path)), "--out", str(out),
+                                          "--set", "train.epochs=1", "--set", f"log.every_steps={every}"])
+        assert result.exit_code == 0, result.output
+    events = EventAccumulator(str(runs[2]), size_guidance={"scalars": 0})
+    events.Reload()
+    for tag in STEP_TAGS:
+        assert [e.step for e in events.Scalars(tag)] == [2, 4, 6, 8], tag
+    lrs = [lr_at(s - 1, total=8, warmup=4, lr=2e-3, min_lr=1e-5) for s in (2, 4, 6, 8)]
+    assert [e.value for e in events.Scalars("train/lr_step")] == pytest.approx(lrs)
+    assert all(math.isfinite(e.value) for e in events.Scalars("train/loss_step"))
+    off = EventAccumulator(str(runs[0])).Reload().Tags()["scalars"]
+    assert "train/loss" in off and not set(STEP_TAGS) & set(off)
+
+    def trained(run):
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in r.items() if k not in ("time", "img_per_s")} for r in rows]
+
+    assert trained(runs[2]) == trained(runs[0])
+    result = CliRunner().invoke(cli, ["run", str(tiny_recipe(tmp_path)), "--dry-run",
+                                      "--set", "log.every_steps=-1"])
+    assert result.exit_code == 2 and "log.every_steps: -1 must be 0" in result.output
 
 
 def test_diff_attention_logs_lambda_per_layer(tmp_path):

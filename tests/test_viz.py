@@ -18,7 +18,13 @@ from PIL import Image
 
 from tests.conftest import ROOT
 from zoo import checkpoint
-from zoo.attention.figures import build_visualizers, model_input, tensorboard_images
+from zoo.attention.figures import (
+    ImageNames,
+    build_visualizers,
+    draw,
+    model_input,
+    tensorboard_images,
+)
 from zoo.attention.maps import (
     as_distribution,
     cls_attention_maps,
@@ -30,7 +36,15 @@ from zoo.attention.maps import (
     rollout_map,
     upsample,
 )
-from zoo.attention.subjects import ALL, load_image, load_subject, load_timm
+from zoo.attention.subjects import (
+    ALL,
+    Subject,
+    compare_figures,
+    first_images,
+    load_image,
+    load_subject,
+    load_timm,
+)
 from zoo.cli import cli
 from zoo.data import build_datasets
 from zoo.errors import ZooError
@@ -137,6 +151,69 @@ def test_every_visualizer_on_tiny_models(attention, patch, posemb):
     r = rollout_map(model, x, "min", 0.3)
     assert r.shape == (2, *grid) and (r >= 0).all() and r.sum() > 0
     assert cls_attention_maps(model, x, layer=-2).shape == (2, model.cfg.heads, *grid)
+
+
+def row_labels(fig) -> list[str]:
+    return [t.get_text() for t in fig.axes[0].get_yticklabels()]
+
+
+def test_images_are_labelled_with_the_prediction():
+    """Every figure that names its images adds the model's prediction, right (✓) or wrong (✗)
+    against the true class where there is one; files show the prediction only."""
+    discover()
+    torch.manual_seed(0)
+    model = build_model(dict(img_size=16, patch_size=4, num_classes=3, dim=16, depth=2, heads=2)).eval()
+    images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    x = model_input(model, images, (0.5,) * 3, (0.5,) * 3)
+    classes = ["circle", "square", "star"]
+    with torch.no_grad():
+        index = model(x).argmax(-1).tolist()
+        pred = [classes[i] for i in index]
+        truth = [pred[0], next(c for c in classes if c != pred[1]), pred[2], pred[3]]
+        visualizers = build_visualizers(["cls_attention", "rollout", "dino"], "v")
+        figures = draw(visualizers, model, images, x, ImageNames("0123", truth, classes))
+        files = draw(visualizers[1:2], model, images, x, ["a.png", "b.png", "c.png", "d.png"])
+        named = draw(visualizers[1:2], model, images, x, ImageNames(["a.png"] * 4, classes=classes))
+    expected = [f"{i}  true: {t}\npred: {p} {'✓' if p == t else '✗'}"
+                for i, (t, p) in enumerate(zip(truth, pred, strict=True))]
+    assert "✗" in expected[1]
+    for name, fig in figures.items():
+        assert row_labels(fig) == expected, name
+    assert row_labels(files["rollout"]) == [f"{f}.png\npred: class {i}"
+                                            for f, i in zip("abcd", index, strict=True)]
+    assert row_labels(named["rollout"]) == [f"a.png\npred: {p}" for p in pred]  # zoo viz --image
+
+    a = Subject(model, "vit", (0.5,) * 3, (0.5,) * 3, Path("."), classes=classes)
+    b = Subject(build_model(dict(img_size=16, patch_size=4, num_classes=0, dim=16, depth=1,
+                                 heads=2)).eval(), "headless", (0.5,) * 3, (0.5,) * 3, Path("."))
+    with torch.no_grad():
+        compared = compare_figures(a, b, visualizers[1:2], images, ImageNames("0123", truth))
+    assert row_labels(compared["compare_rollout"]) == [e.replace("pred:", "pred A:") for e in expected]
+    assert [t.get_text() for t in compared["compare_rollout"].axes[0].get_xticklabels()] == [
+        "input", "A: vit", "B: headless"]
+
+
+def test_first_images_know_their_classes():
+    discover()
+    val = build_datasets({"shapes": {"val_size": 16}}, ["val"], 32, "data")["val"]
+    images, names = first_images(val, 3)
+    assert images.shape == (3, 3, 32, 32) and names == ["0", "1", "2"]
+    assert names.truth == [val.classes[y] for y in val.labels[:3].tolist()]
+    assert names.classes == list(val.classes)
+
+
+def test_posemb_similarity_colours_span_the_similarities_shown():
+    """A sinusoidal table's similarities sit far above -1: the colour scale is their range."""
+    discover()
+    model = build_model(dict(img_size=32, patch_size=8, dim=64, depth=1, heads=4, posemb="sinusoidal"))
+    images = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+    (vis,) = [v for _, v in build_visualizers(["posemb_similarity"], "v")]
+    fig = vis(model.eval(), images, model_input(model, images, (0.5,) * 3, (0.5,) * 3), ["0"])["posemb_similarity"]
+    sim = cosine_similarity(model.patch_posemb().detach())
+    low, high = fig.axes[0].images[0].get_clim()
+    assert (low, high) == pytest.approx((sim.min().item(), sim.max().item()), abs=1e-6)
+    assert low > 0.5
+    assert f"{low:.2f} to {high:.2f}" in fig.axes[1].get_ylabel()
 
 
 def test_visualizer_options_are_checked():

@@ -91,6 +91,7 @@ class LogConfig:
     dir: str = "runs"
     tensorboard: bool = True
     progress: bool = True
+    every_steps: int = 50  # TensorBoard: train/*_step scalars every N optimizer steps; 0: off
     visualizers: list[Spec] = field(default_factory=list)
     viz_images: int = 8
 
@@ -171,6 +172,8 @@ RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("train.eval_every", lambda v: v >= 1, "must be 1 or more (epochs between evaluations)"),
     ("train.checkpoint_every", lambda v: v >= 1, "must be 1 or more (epochs between saves)"),
     ("train.seed", lambda v: 0 <= v < 2**32, "must be in [0, 2**32)"),
+    ("log.every_steps", lambda v: v >= 0,
+     "must be 0 (no per-step TensorBoard scalars) or more (optimizer steps between them)"),
     ("log.viz_images", lambda v: v >= 1, "must be 1 or more"),
 ]
 

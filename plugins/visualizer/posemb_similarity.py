@@ -24,7 +24,9 @@ class PosembSimilarity:
     As Dosovitskiy et al. 2020, Fig. 7: tile (i, j) of the grid shows how similar the
     embedding of the patch in row i, column j is to each patch's. A learned embedding that
     found the 2D layout shows a bright spot at (i, j) and bright rows and columns through
-    it. The same for every image; a model with `posemb: none` gets a note instead.
+    it. The colours span the similarities shown (min to max, not -1 to 1): a sinusoidal
+    table's span 0.77-1 on the quickstart's 4x4 grid and would look flat on the full scale.
+    The same for every image; a model with `posemb: none` gets a note instead.
     """
 
     def __call__(self, model: ViT, images: Tensor, x: Tensor, names: list[str]) -> dict[str, Figure]:
@@ -41,7 +43,8 @@ class PosembSimilarity:
             sim = cosine_similarity(emb.detach().cpu()).reshape(gh, gw, gh, gw).numpy()
         fig = Figure(figsize=(6.5, 6), dpi=DPI, layout="constrained")
         ax = fig.add_subplot()
-        artist = ax.imshow(mosaic(sim, 1, float("nan")), cmap="viridis", vmin=-1, vmax=1,
+        low, high = float(sim.min()), float(sim.max())
+        artist = ax.imshow(mosaic(sim, 1, float("nan")), cmap="viridis", vmin=low, vmax=high,
                            interpolation="nearest")
         step = -(-max(gh, gw) // 16)  # label at most 16 rows and columns
         rows, cols = range(0, gh, step), range(0, gw, step)
@@ -51,5 +54,6 @@ class PosembSimilarity:
         ax.set_xlabel("input patch column")
         ax.set_ylabel("input patch row")
         ax.set_title(title)
-        fig.colorbar(artist, ax=ax, shrink=0.8, label="cosine similarity")
+        fig.colorbar(artist, ax=ax, shrink=0.8,
+                     label=f"cosine similarity (colours: min to max shown, {low:.2f} to {high:.2f})")
         return {"posemb_similarity": fig}

@@ -9,7 +9,8 @@ instances are called as
     model   a zoo ViT, in eval mode
     images  uint8 [B, 3, H, W] on the CPU: what the figures show
     x       the same images as the model reads them: float, normalised, on the model's device
-    names   one label per image
+    names   one label per image: its name, true class and the model's prediction (`draw`
+            adds them once for every visualizer, see `class_labels`)
 
 A visualizer that draws one heat map per image also has `heatmap(model, x) -> [B, gh, gw]`
 (float, over the patch grid); `zoo viz --compare` puts two models' heat maps side by side.
@@ -22,7 +23,7 @@ module (the trainer does) costs nothing until a figure is made.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,6 +46,43 @@ DPI = 100
 HEAT = "inferno"
 ALPHA = 0.6  # weight of the heat map over the image
 RELATIVE = "attention / its maximum in the panel"
+
+
+class ImageNames(list[str]):
+    """The names of the images shown, with their true classes (None: unknown, e.g. a file)
+    and the class names the model's outputs stand for: what `draw` needs to label each image
+    with the model's prediction. Still a list of names, so every caller that passes names
+    and every visualizer keep working."""
+
+    def __init__(self, names: Iterable[str], truth: Sequence[str | None] = (),
+                 classes: Sequence[str] = ()):
+        super().__init__(names)
+        self.truth = list(truth) or [None] * len(self)
+        self.classes = list(classes)
+
+
+def predicted(model: ViT, x: Tensor, classes: Sequence[str]) -> list[str] | None:
+    """The class the model predicts for each image (argmax of its logits), by name where
+    `classes` has one; None for a model without a classifier head (num_classes 0)."""
+    if not model.num_classes:
+        return None
+    return [classes[i] if i < len(classes) else f"class {i}" for i in model(x).argmax(-1).tolist()]
+
+
+def class_labels(names: Sequence[str], predictions: Sequence[tuple[str, list[str]]]) -> list[str]:
+    """Each image's label, so a map is read knowing what the model made of the image: its
+    name and true class where known, then a line per (tag, predicted classes) with ✓ or ✗
+    against the truth, e.g. `0  true: circle` / `pred: square ✗`, or `cat.jpg` / `pred:
+    class 3` for a file. Lines, not one long label, keep the panels their width."""
+    truth = names.truth if isinstance(names, ImageNames) else [None] * len(names)
+    out = []
+    for i, (name, true) in enumerate(zip(names, truth, strict=True)):
+        lines = [name if true is None else f"{name}  true: {true}"]
+        for tag, pred in predictions:
+            mark = "" if true is None else " ✓" if pred[i] == true else " ✗"
+            lines.append(f"{tag}: {pred[i]}{mark}")
+        out.append("\n".join(lines))
+    return out
 
 
 def mosaic(tiles: np.ndarray, gap: int, fill: float) -> np.ndarray:
@@ -146,18 +184,21 @@ def model_input(model: ViT, images: Tensor, mean: Sequence[float], std: Sequence
 
 
 def draw(visualizers: list[tuple[str, Any]], model: ViT, images: Tensor, x: Tensor,
-         names: list[str]) -> dict[str, Figure]:
-    """Every visualizer's figures, names made unique."""
+         names: Sequence[str]) -> dict[str, Figure]:
+    """Every visualizer's figures, names made unique; images labelled with the model's
+    prediction, computed once for all of them (class names where `names` is ImageNames)."""
+    pred = predicted(model, x, names.classes if isinstance(names, ImageNames) else [])
+    labels = class_labels(names, [("pred", pred)] if pred is not None else [])
     figures: dict[str, Figure] = {}
     for _, vis in visualizers:
-        for key, fig in vis(model, images.cpu(), x, names).items():
+        for key, fig in vis(model, images.cpu(), x, labels).items():
             figures[key if key not in figures else f"{key}_{len(figures)}"] = fig
     return figures
 
 
 @torch.no_grad()
 def tensorboard_images(model: ViT, images: Tensor, mean: Sequence[float], std: Sequence[float],
-                       specs: Sequence[Any], names: list[str] | None = None) -> dict[str, Tensor]:
+                       specs: Sequence[Any], names: Sequence[str] | None = None) -> dict[str, Tensor]:
     """The recipe's `log.visualizers` on fixed images, as {`viz/<figure>`: [3, H, W] in [0, 1]}.
 
     What Trainer.figures logs to TensorBoard at each evaluation; the caller puts the model

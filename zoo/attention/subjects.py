@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from zoo.attention.figures import heat_figure, model_input
+from zoo.attention.figures import ImageNames, class_labels, heat_figure, model_input, predicted
 from zoo.data import TensorData, build_datasets
 from zoo.errors import ZooError
 from zoo.io import open_rgb, quiet_hub_retries, read_state_dict
@@ -47,21 +47,23 @@ def load_images(paths: Sequence[str | Path], size: int) -> tuple[Tensor, list[st
     return torch.stack([load_image(p, size) for p in paths]), [Path(p).name for p in paths]
 
 
-def first_images(dataset: Any, n: int) -> tuple[Tensor, list[str]]:
-    """The first n images of a split (uint8 [n, 3, H, W]) and names `index: class`: the fixed
-    images every evaluation shows, so maps can be compared across epochs."""
+def first_images(dataset: Any, n: int) -> tuple[Tensor, ImageNames]:
+    """The first n images of a split (uint8 [n, 3, H, W]), named by index with their classes:
+    the fixed images every evaluation shows, so maps can be compared across epochs."""
     n = min(n, len(dataset))
     if isinstance(dataset, TensorData):
         images, labels = dataset.images[:n], dataset.labels[:n].tolist()
     else:
         pairs = [dataset[i] for i in range(n)]
         images, labels = torch.stack([p[0] for p in pairs]), [int(p[1]) for p in pairs]
-    return images.cpu(), [f"{i}: {dataset.classes[y]}" for i, y in enumerate(labels)]
+    return images.cpu(), ImageNames([str(i) for i in range(n)],
+                                    [dataset.classes[y] for y in labels], dataset.classes)
 
 
 @dataclass
 class Subject:
-    """A model to look at and how to feed it; `images` are its run's fixed validation images."""
+    """A model to look at and how to feed it; `images` are its run's fixed validation images,
+    `classes` what its outputs stand for (empty where unknown: a timm model)."""
 
     model: ViT
     label: str
@@ -70,6 +72,7 @@ class Subject:
     out: Path  # where its PNGs go by default
     images: Tensor | None = None
     names: list[str] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
     visualizers: list[Any] = field(default_factory=list)  # the recipe's log.visualizers
 
 
@@ -96,7 +99,8 @@ def load_subject(source: str, weights: str | None = None, need_images: bool = Tr
         images, names = first_images(shown, recipe.log.viz_images)
     label = f"{recipe.name} ({spec_name(recipe.model.attention)})"
     return Subject(model, label, tuple(stats["mean"]), tuple(stats["std"]),
-                   run / "figures" / "viz", images, names, list(recipe.log.visualizers))
+                   run / "figures" / "viz", images, names, list(stats["classes"]),
+                   list(recipe.log.visualizers))
 
 
 def load_timm(name: str, weights: str | None = None) -> Subject:
@@ -133,8 +137,13 @@ def load_timm(name: str, weights: str | None = None) -> Subject:
 
 
 def compare_figures(a: Subject, b: Subject, visualizers: list[tuple[str, Any]], images: Tensor,
-                    names: list[str]) -> dict[str, Figure]:
-    """For each visualizer with a `heatmap`: rows = images; columns = input, A's map, B's map."""
+                    names: Sequence[str]) -> dict[str, Figure]:
+    """For each visualizer with a `heatmap`: rows = images, labelled with A's and B's
+    predictions; columns = input, A's map, B's map."""
+    xs = [model_input(s.model, images, s.mean, s.std) for s in (a, b)]
+    preds = [(f"pred {tag}", p) for tag, s, x in zip("AB", (a, b), xs, strict=True)
+             if (p := predicted(s.model, x, s.classes)) is not None]
+    labels = class_labels(names, preds)
     figures = {}
     for name, vis in visualizers:
         if not hasattr(vis, "heatmap"):
@@ -142,7 +151,7 @@ def compare_figures(a: Subject, b: Subject, visualizers: list[tuple[str, Any]], 
                 f"--compare: visualizer '{name}' draws no single map per image; "
                 f"compare with one of: {', '.join(COMPARE)}"
             )
-        cols = [(s.label, vis.heatmap(s.model, model_input(s.model, images, s.mean, s.std)))
-                for s in (a, b)]
-        figures[f"compare_{name}"] = heat_figure(f"{name}: {a.label} vs {b.label}", images, names, cols)
+        cols = [(f"{tag}: {s.label}", vis.heatmap(s.model, x))
+                for tag, s, x in zip("AB", (a, b), xs, strict=True)]
+        figures[f"compare_{name}"] = heat_figure(f"{name}: {a.label} vs {b.label}", images, labels, cols)
     return figures

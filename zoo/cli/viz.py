@@ -49,7 +49,7 @@ def viz(source: str, image_paths: tuple[str, ...], specs: tuple[str, ...], compa
     """Draw attention maps of a run dir, a CHECKPOINT or timm:MODEL_NAME into PNGs.
 
     \b
-    zoo viz runs/quickstart/<timestamp>      all four, the run's val images
+    zoo viz runs/quickstart/<timestamp>      its log.visualizers, the run's val images
     zoo viz runs/quickstart/<timestamp> --visualizer rollout --image cat.jpg
     zoo viz RUN_VIT --compare RUN_DIFFVIT    the two side by side
     zoo viz timm:vit_small_patch16_224.dino --image cat.jpg  (offline: --weights FILE)
@@ -57,7 +57,7 @@ def viz(source: str, image_paths: tuple[str, ...], specs: tuple[str, ...], compa
     """
     import torch
 
-    from zoo.attention.figures import build_visualizers, draw, model_input, save_png
+    from zoo.attention.figures import ImageNames, build_visualizers, draw, model_input, save_png
     from zoo.attention.subjects import ALL, COMPARE, compare_figures, load_images, load_subject
     from zoo.registry import discover
 
@@ -67,7 +67,8 @@ def viz(source: str, image_paths: tuple[str, ...], specs: tuple[str, ...], compa
     chosen = _specs(specs) or (COMPARE if b else a.visualizers or ALL)
     visualizers = build_visualizers(chosen, "--visualizer")
     if image_paths:
-        images, names = load_images(image_paths, a.model.cfg.img_size)
+        images, files = load_images(image_paths, a.model.cfg.img_size)
+        names = ImageNames(files, classes=a.classes)  # labelled with the predicted class
     elif a.images is not None:
         images, names = a.images, a.names
     else:

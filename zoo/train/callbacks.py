@@ -28,6 +28,7 @@ class Trainer(Protocol):
     recipe: Recipe
     run_dir: Path  # callbacks that write run only with a run dir
     step: int
+    lr: float  # the schedule's value at the last step
     device: torch.device
     model: Any  # a zoo ViT, training
     eval_model: nn.Module  # the weights evaluation reads (EMA or the model)
@@ -44,6 +45,11 @@ class Callback:
 
     def before_fit(self, trainer: Trainer) -> None:
         """Training starts (or resumes, at `trainer.step`)."""
+
+    def after_step(self, trainer: Trainer, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        """An optimizer step was taken (`trainer.step` counts it): its loss and gradient norm
+        on this rank, still on the device. Called at every step, so a hook reads them
+        (`.item()`, a host sync that stalls CUDA) only on the steps it records."""
 
     def after_eval(self, trainer: Trainer, metrics: dict[str, Any], best: bool) -> None:
         """An epoch was evaluated: `metrics` is its row of metrics.jsonl."""
@@ -97,8 +103,9 @@ FINAL = ("best_val_acc", "final_val_acc", "final_val_loss", "final_test_acc", "f
 
 
 class TensorBoard(Callback):
-    """Scalars, Diff-ViT lambdas and figures at every evaluation; the recipe as text; the
-    recipe and final metrics in the HParams tab, all in the run's own event file."""
+    """Scalars, Diff-ViT lambdas and figures at every evaluation; the step's loss, rate and
+    gradient norm every `log.every_steps` steps; the recipe as text; the recipe and final
+    metrics in the HParams tab, all in the run's own event file."""
 
     def __init__(self) -> None:
         self.writer: Any = None
@@ -111,6 +118,16 @@ class TensorBoard(Callback):
         self.writer = SummaryWriter(log_dir=str(trainer.run_dir), purge_step=trainer.step or None)
         if trainer.step == 0:
             self.writer.add_text("recipe", "```yaml\n" + trainer.recipe.to_yaml() + "\n```", 0)
+
+    def after_step(self, trainer: Trainer, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        """Curves between evaluations: `train/loss_step`, `train/lr_step` and
+        `train/grad_norm_step`, of that step alone (not averaged), read only on those steps."""
+        every = trainer.recipe.log.every_steps
+        if not every or trainer.step % every:
+            return
+        for tag, value in (("train/loss_step", loss.item()), ("train/lr_step", trainer.lr),
+                           ("train/grad_norm_step", grad_norm.item())):
+            self.writer.add_scalar(tag, value, trainer.step)
 
     def after_eval(self, trainer: Trainer, metrics: dict[str, Any], best: bool) -> None:
         step = metrics["step"]

@@ -247,6 +247,8 @@ class Trainer:
                     break
                 loss, correct, grad_norm = self.train_step(images, labels)
                 self.epoch.add(loss, correct, labels.shape[0], grad_norm)
+                for c in self.callbacks:  # tensors on the device: each reads them only when it logs
+                    c.after_step(self, loss, grad_norm)
                 if self.step % LOG_EVERY == 0:
                     loss, acc, n = self.epoch.running()
                     self._check_finite(loss)
