@@ -17,7 +17,7 @@ LAYERS = [
     ["recipe"],
     ["model", "data", "checkpoint"],
     ["convert", "runs"],
-    ["evaluate", "attention", "predict", "export"],
+    ["evaluate", "attention", "predict", "export", "finetune"],
     ["train"],
     ["study"],
     ["cli"],

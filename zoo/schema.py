@@ -41,6 +41,10 @@ class ModelConfig:
     pool: str = "cls"  # cls | mean
     attention: Spec = "mhsa"
     posemb: Spec = "learned_1d"
+    # weights to start from, matched by name (zoo/finetune.py): a run dir or checkpoint, a
+    # weights file, or timm:NAME (pretrained, downloaded by timm)
+    init: str | None = None
+    init_weights: str | None = None  # with init timm:NAME and no network: its timm state dict file
 
 
 @dataclass
@@ -218,6 +222,12 @@ def from_dict(data: dict[str, Any], source: str = "recipe") -> Recipe:
         raise ZooError(f"{source}: model.patch_size: {m.patch_size} does not divide img_size {m.img_size}")
     if m.dim % m.heads:
         raise ZooError(f"{source}: model.heads: {m.heads} does not divide dim {m.dim}")
+    if m.init is not None and m.init.removeprefix("timm:").strip() == "":
+        raise ZooError(f"{source}: model.init: {brief(m.init)} names no weights; give a run dir, "
+                       "a checkpoint, a weights file or timm:NAME")
+    if m.init_weights is not None and not (m.init or "").startswith("timm:"):
+        raise ZooError(f"{source}: model.init_weights: only with model.init: timm:NAME (the timm "
+                       "model's state dict, offline); a run or weights file brings its own")
     return recipe
 
 

@@ -88,7 +88,8 @@ def show(recipe: str, overrides: tuple[str, ...], plugin_paths: tuple[str, ...])
 @click.argument("recipe", type=click.Path(), required=False)
 @SET_OPTION
 @click.option("--out", type=click.Path(), help="Run directory (default runs/<name>/<timestamp>).")
-@click.option("--resume", type=click.Path(), help="Continue the run in RUN_DIR exactly.")
+@click.option("--resume", type=click.Path(), help="Continue the run in RUN_DIR exactly; with "
+              "--set train.epochs=N (or train.max_steps=N), train it longer.")
 @PLUGINS_OPTION
 @TRUST_OPTION
 @click.option("--dry-run", is_flag=True, help="Build data and model, print a summary, train nothing.")
@@ -107,13 +108,14 @@ def run(
     zoo run recipes/quickstart.yaml
     zoo run recipes/vit_p4.yaml --set train.epochs=50 --set train.lr=5e-4
     zoo run --resume runs/quickstart/20260101-120000
+    zoo run --resume runs/quickstart/20260101-120000 --set train.epochs=12   # train longer
     torchrun --nproc_per_node 2 -m zoo run recipes/vit_p4.yaml
     """
     from zoo.runs import load_run, new_run_dir
 
     if resume:
-        if recipe or overrides or out:
-            raise ZooError("--resume continues a run with its own recipe; drop RECIPE, --set and --out")
+        if recipe or out:
+            raise ZooError("--resume continues a run with its own recipe; drop RECIPE and --out")
         run_dir, _ = load_run(resume)
         recipe_path = str(run_dir / "recipe.yaml")
     elif recipe is None:
@@ -123,16 +125,21 @@ def run(
     from zoo.recipe import resolve
 
     # a recipe the user names is theirs; a run dir's recipe.yaml may come from anyone
-    resolved = resolve(recipe_path, overrides, plugin_paths, trust=not resume or trust_plugins)
+    resolved = resolve(recipe_path, () if resume else overrides, plugin_paths,
+                       trust=not resume or trust_plugins)
     from zoo.device import is_main_process
+    from zoo.finetune import check_init
     from zoo.train import launch
 
+    if resume and overrides:
+        resolved = launch.lengthen(resolved, overrides)
     if dry_run:
-        click.echo(launch.dry_run(resolved))
+        click.echo(launch.dry_run(resolved, init=not resume))
         return
     if resume:
-        launch.fit(resolved, Path(resume), resume=True)
+        launch.fit(resolved, Path(resume), resume=True, lengthened=bool(overrides))
     else:
+        check_init(resolved.model)  # before a run dir is made
         run_dir = new_run_dir(resolved, out) if is_main_process() else None
         launch.fit(resolved, run_dir, resume=False)
 

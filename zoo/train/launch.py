@@ -1,9 +1,12 @@
 """`zoo run` from a recipe to a finished run: DDP setup under torchrun, the run-dir lock,
-resume, exit codes, and what the console says at the start and the end."""
+resume (and a resume that trains longer), exit codes, and what the console says at the
+start and the end."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,28 +15,63 @@ import torch.distributed as dist
 from zoo import checkpoint
 from zoo.device import Dist, setup_distributed
 from zoo.errors import ZooError, first_line
+from zoo.io import atomic_write
+from zoo.recipe import apply_overrides, parse_override
 from zoo.runs import RECIPE_FILE, lock_run
-from zoo.schema import Recipe
+from zoo.schema import Recipe, from_dict
 from zoo.train.trainer import Interrupted, Trainer
 
+LENGTHEN = ("train.epochs", "train.max_steps")  # what `zoo run --resume RUN --set` may change
 
-def fit(recipe: Recipe, run_dir: Path | None, resume: bool = False) -> dict[str, Any]:
-    """Train `recipe` into `run_dir` (resuming it if asked); the `zoo run` entry point."""
+
+def fit(recipe: Recipe, run_dir: Path | None, resume: bool = False,
+        lengthened: bool = False) -> dict[str, Any]:
+    """Train `recipe` into `run_dir` (resuming it if asked; `lengthened`: with the longer
+    schedule of `lengthen`, written to the run's recipe.yaml first); the `zoo run` entry point."""
     d = setup_distributed(recipe.train.device)
     if d.world > 1:
         box = [str(run_dir) if run_dir else None]
         dist.broadcast_object_list(box, src=0)
         run_dir = Path(box[0])
-    lock = lock_run(run_dir) if d.main and run_dir is not None else None  # before any work
-    try:
+    with contextlib.ExitStack() as locks:
+        if d.main and run_dir is not None:
+            locks.enter_context(lock_run(run_dir))  # before any work
+            if lengthened:  # a later plain --resume continues this schedule
+                atomic_write(run_dir / RECIPE_FILE, recipe.to_yaml())
+                locks.enter_context(lock_run(run_dir))  # the lock is on the file, now a new one
         return _fit_locked(recipe, run_dir, resume, d)
-    finally:
-        if lock is not None:
-            lock.close()
+
+
+def lengthen(recipe: Recipe, overrides: Sequence[str]) -> Recipe:
+    """`recipe` with the `--set` of `zoo run --resume RUN --set ...` applied, where they only
+    lengthen the schedule (LENGTHEN, not lowered): anything else would train the checkpoint
+    on with a recipe it was not trained with, and the run would no longer say what it is.
+
+    The learning rate is a function of the step and the total steps, so the cosine is
+    recomputed for the new length: from the resumed step on the rate follows the longer
+    curve (a finished run's rate rises from min_lr to where that curve is: a warm restart).
+    """
+    for item in overrides:
+        key = ".".join(parse_override(item)[0])
+        if key not in LENGTHEN:
+            raise ZooError(f"--set {key}: a resumed run keeps the recipe its checkpoint was "
+                           f"trained with; only {' and '.join(LENGTHEN)} may grow, to train "
+                           "longer; to change anything else, start a new run (model.init: RUN "
+                           "starts from its weights)")
+    longer = from_dict(apply_overrides(recipe.to_dict(), list(overrides)), "--set")
+    old, new = recipe.train, longer.train
+    if new.epochs < old.epochs:
+        raise ZooError(f"--set train.epochs={new.epochs}: the run has {old.epochs}; a resume may "
+                       "lengthen the schedule, not shorten it")
+    if new.max_steps is not None and (old.max_steps is None or new.max_steps < old.max_steps):
+        raise ZooError(f"--set train.max_steps={new.max_steps}: the run has "
+                       f"{old.max_steps or 'no limit (null)'}; a resume may raise or lift (null) "
+                       "the limit, not lower it")
+    return longer
 
 
 def _fit_locked(recipe: Recipe, run_dir: Path | None, resume: bool, d: Dist) -> dict[str, Any]:
-    trainer = Trainer(recipe, run_dir, d)
+    trainer = Trainer(recipe, run_dir, d, init=not resume)
     if resume:
         restore(trainer, run_dir)
         if trainer.finished():  # nothing to train: leave summary.json as it is
@@ -73,9 +111,10 @@ def closing_lines(summary: dict[str, Any], recipe: Recipe, run_dir: Path | None)
     return "\n".join(lines)
 
 
-def dry_run(recipe: Recipe) -> str:
-    """Build data and model without training; a summary of what `zoo run` would do."""
-    trainer = Trainer(recipe, None)
+def dry_run(recipe: Recipe, init: bool = True) -> str:
+    """Build data and model (with model.init's weights if `init`) without training; a
+    summary of what `zoo run` would do."""
+    trainer = Trainer(recipe, None, init=init)
     params = sum(p.numel() for p in trainer.model.parameters())
     sizes = " / ".join(f"{len(d)} {split}" for split, d in
                        {"train": trainer.train_data, **trainer.eval_data}.items())

@@ -30,6 +30,7 @@ from zoo import checkpoint, data
 from zoo.device import Dist, pick_device, seed_everything
 from zoo.errors import ZooError
 from zoo.evaluate import loss_sums
+from zoo.finetune import init_weights
 from zoo.model import build_model
 from zoo.schema import Recipe
 from zoo.train import callbacks as cb
@@ -55,11 +56,12 @@ class Interrupted(Exception):
 class Trainer:
     """One run: data, model, optimiser and the loop, with state that checkpoints whole.
 
-    `callbacks` record the run (default: cb.defaults, what `zoo run` records).
+    `callbacks` record the run (default: cb.defaults, what `zoo run` records); `init`: start
+    from the weights model.init names (a resume skips it: its checkpoint replaces them).
     """
 
     def __init__(self, recipe: Recipe, run_dir: Path | None, dist_info: Dist | None = None,
-                 callbacks: Sequence[cb.Callback] | None = None):
+                 callbacks: Sequence[cb.Callback] | None = None, init: bool = True):
         self.recipe, self.run_dir = recipe, run_dir
         self.dist = dist_info or Dist()
         t = recipe.train
@@ -71,6 +73,8 @@ class Trainer:
         self.mean, self.std = self.train_data.mean, self.train_data.std
 
         self.model = build_model(recipe.model).to(self.device)
+        if init:
+            init_weights(self.model, recipe.model, self.say)
         self.ema = EMA(self.model, t.ema) if t.ema else None
         graph_off = why_no_graph(recipe, self.device, self.dist.world)
         self.optimizer = make_optimizer(self.model, recipe, self.device,
