@@ -80,10 +80,7 @@ def source_state(cfg: ModelConfig) -> dict[str, Tensor]:
 
 def _read(path: str | Path, key: str) -> dict[str, Tensor]:
     """The tensors of a state-dict file (zoo.io.read_state_dict), the error naming `key`."""
-    try:
-        state = read_state_dict(path)
-    except ZooError as e:
-        raise ZooError(f"{key}: {e}") from e
+    state = read_state_dict(path, f"{key}:")
     return {k: v for k, v in state.items() if isinstance(v, Tensor)}
 
 

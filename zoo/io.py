@@ -128,13 +128,14 @@ def quiet_hub_retries() -> Iterator[None]:
         hub.setLevel(level)
 
 
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """A state dict from .safetensors, or from .pth/.bin through torch.load(weights_only=True)."""
+def read_state_dict(path: str | Path, what: str = "--weights") -> dict[str, Tensor]:
+    """A state dict from .safetensors, or from .pth/.bin through torch.load(weights_only=True);
+    errors name `what` (the option or recipe key the path came from) and the path."""
     import torch
 
     p = Path(path)
     if not p.is_file():
-        raise ZooError(f"--weights {path}: no such file")
+        raise ZooError(f"{what} {path}: no such file")
     try:
         if p.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -143,9 +144,9 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         else:
             state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # safetensors, pickle and zip errors have no common base
-        raise ZooError(f"--weights {path}: not a readable state dict ({type(e).__name__}); "
+        raise ZooError(f"{what} {path}: not a readable state dict ({type(e).__name__}); "
                        "save one with torch.save(model.state_dict(), FILE)") from e
     if not isinstance(state, dict):
-        raise ZooError(f"--weights {path}: expected a state dict, got {type(state).__name__}")
+        raise ZooError(f"{what} {path}: expected a state dict, got {type(state).__name__}")
     return state
 
