@@ -15,7 +15,7 @@ import math
 import re
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from zoo.errors import ZooError, clip, suggest
 from zoo.model import LN_EPS, ViT, build_model
@@ -138,6 +138,54 @@ def check_timm_name(name: str, where: str) -> None:
     if "." in name and not timm.list_pretrained(name):
         known = ", ".join(timm.list_pretrained(f"{arch}.*")) or "none"
         raise ZooError(f"{where}: unknown pretrained tag '{clip(name)}'; {arch} has: {known}")
+
+
+def how_to_get(name: str, option: str) -> str:
+    """How to get timm's pretrained NAME as a file where there is a network, for `option`."""
+    file = name.replace("/", "_") + ".pth"
+    use = f"pass {option}" if option.startswith("--") else f"set {option}:"
+    return (f"where there is a network run `python -c \"import timm, torch; torch.save(timm."
+            f"create_model('{name}', pretrained=True).state_dict(), '{file}')\"` and {use} {file}")
+
+
+def timm_vit(name: str, weights: str | None, option: str) -> nn.Module:
+    """timm's NAME in eval mode: pretrained through timm (the hub), or, offline, with the
+    timm state dict in the file `weights` (given by `option`). A file saved from a variant
+    of NAME (fewer blocks, another head or image size) builds the model it fits; width,
+    heads and everything else are NAME's."""
+    import timm
+
+    from zoo.io import quiet_hub_retries, read_state_dict
+
+    check_timm_name(name, f"timm:{name}")
+    if weights is None:
+        try:
+            with quiet_hub_retries():
+                return timm.create_model(name, pretrained=True).eval()
+        except Exception as e:  # no network, no cache: hub, HTTP and file errors alike
+            raise ZooError(f"timm:{name}: cannot get pretrained weights ({type(e).__name__}); "
+                           f"{how_to_get(name, option)}") from e
+    state = read_state_dict(weights, option if option.startswith("--") else f"{option}:")
+    try:
+        tm = timm.create_model(name, **_timm_sizes(state))
+        tm.load_state_dict(state)
+    except (RuntimeError, ValueError, AssertionError) as e:  # shapes or sizes that do not fit
+        last = str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__
+        raise ZooError(f"{option} {weights}: does not fit timm:{name} ({clip(last, 120)})") from e
+    return tm.eval()
+
+
+def _timm_sizes(state: dict[str, Tensor]) -> dict[str, int]:
+    """The sizes a timm ViT's tensors tell (depth, classes, patch and image size), so that a
+    file saved from a variant of NAME (fewer blocks, another head, another image size)
+    builds the model it fits; the width, heads and everything else are NAME's."""
+    sizes = {"depth": len({k.split(".")[1] for k in state if k.startswith("blocks.")}),
+             "num_classes": len(state["head.weight"]) if "head.weight" in state else 0}
+    kernel, table = state.get("patch_embed.proj.weight"), state.get("pos_embed")
+    if kernel is not None and table is not None and kernel.ndim == 4 and table.ndim == 3:
+        grid = math.isqrt(table.shape[1] - 1)  # after one class token, as from_timm requires
+        sizes.update(patch_size=kernel.shape[-1], img_size=grid * kernel.shape[-1])
+    return sizes
 
 
 def from_timm(timm_model: nn.Module) -> ViT:

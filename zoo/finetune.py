@@ -21,9 +21,9 @@ from einops import rearrange
 from torch import Tensor
 
 from zoo import checkpoint
-from zoo.convert import check_timm_name, from_timm
+from zoo.convert import check_timm_name, from_timm, how_to_get, timm_vit
 from zoo.errors import ZooError, clip
-from zoo.io import quiet_hub_retries, read_state_dict
+from zoo.io import read_state_dict
 from zoo.model import ViT, resize_grid
 from zoo.runs import pick_checkpoint
 from zoo.schema import ModelConfig
@@ -42,7 +42,7 @@ def check_init(cfg: ModelConfig) -> None:
         check_timm_name(name, "model.init")
         if cfg.init_weights is not None and not Path(cfg.init_weights).is_file():
             raise ZooError(f"model.init_weights: {cfg.init_weights}: no such file; "
-                           f"{_how_to_get(name)}")
+                           f"{how_to_get(name, 'model.init_weights')}")
     elif not Path(cfg.init).exists():
         raise ZooError(f"model.init: {cfg.init}: no such run dir, checkpoint or weights file")
 
@@ -84,48 +84,9 @@ def _read(path: str | Path, key: str) -> dict[str, Tensor]:
     return {k: v for k, v in state.items() if isinstance(v, Tensor)}
 
 
-def _how_to_get(name: str) -> str:
-    file = name.replace("/", "_") + ".pth"
-    return (f"where there is a network run `python -c \"import timm, torch; torch.save(timm."
-            f"create_model('{name}', pretrained=True).state_dict(), '{file}')\"` and set "
-            f"model.init_weights: {file}")
-
-
 def _timm_state(name: str, weights: str | None) -> dict[str, Tensor]:
-    """timm's NAME as our ViT's tensors: pretrained through timm (the hub), or, offline,
-    from the timm state dict in `weights` (model.init_weights)."""
-    import timm
-
-    if weights is None:
-        try:
-            with quiet_hub_retries():
-                tm = timm.create_model(name, pretrained=True)
-        except Exception as e:  # no network, no cache: hub, HTTP and file errors alike
-            raise ZooError(f"model.init: timm:{name}: cannot get pretrained weights "
-                           f"({type(e).__name__}); {_how_to_get(name)}") from e
-    else:
-        state = _read(weights, "model.init_weights")
-        try:
-            tm = timm.create_model(name, **_timm_sizes(state))
-            tm.load_state_dict(state)
-        except (RuntimeError, ValueError, AssertionError) as e:  # shapes or sizes that do not fit
-            last = str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__
-            raise ZooError(f"model.init_weights: {weights}: does not fit timm:{name} "
-                           f"({clip(last, 120)})") from e
-    return from_timm(tm).state_dict()
-
-
-def _timm_sizes(state: dict[str, Tensor]) -> dict[str, int]:
-    """The sizes a timm ViT's tensors tell (depth, classes, patch and image size), so that a
-    file saved from a variant of NAME (fewer blocks, another head, another image size)
-    builds the model it fits; the width, heads and everything else are NAME's."""
-    sizes = {"depth": len({k.split(".")[1] for k in state if k.startswith("blocks.")}),
-             "num_classes": len(state["head.weight"]) if "head.weight" in state else 0}
-    kernel, table = state.get("patch_embed.proj.weight"), state.get("pos_embed")
-    if kernel is not None and table is not None and kernel.ndim == 4 and table.ndim == 3:
-        grid = math.isqrt(table.shape[1] - 1)  # after one class token, as from_timm requires
-        sizes.update(patch_size=kernel.shape[-1], img_size=grid * kernel.shape[-1])
-    return sizes
+    """timm's NAME as our ViT's tensors (zoo.convert.timm_vit, offline from model.init_weights)."""
+    return from_timm(timm_vit(name, weights, "model.init_weights")).state_dict()
 
 
 def match(model: ViT, source: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Any]]:

@@ -20,7 +20,7 @@ from torch import Tensor
 from zoo.attention.figures import ImageNames, class_labels, heat_figure, model_input, predicted
 from zoo.data import TensorData, build_datasets
 from zoo.errors import ZooError
-from zoo.io import open_rgb, quiet_hub_retries, read_state_dict
+from zoo.io import open_rgb
 from zoo.registry import spec_name
 
 if TYPE_CHECKING:
@@ -106,30 +106,9 @@ def load_subject(source: str, weights: str | None = None, need_images: bool = Tr
 def load_timm(name: str, weights: str | None = None) -> Subject:
     """A timm ViT, pretrained or with the state dict in `weights`, converted by `from_timm`;
     images are normalised with its pretrained config's mean and std."""
-    import timm
+    from zoo.convert import from_timm, timm_vit
 
-    from zoo.convert import check_timm_name, from_timm
-
-    check_timm_name(name, f"timm:{name}")
-    try:
-        with quiet_hub_retries():
-            tm = timm.create_model(name, pretrained=weights is None)
-    except Exception as e:  # no network, no cache: hub, HTTP and file errors alike
-        file = name.replace("/", "_") + ".pth"
-        raise ZooError(
-            f"timm:{name}: cannot get pretrained weights ({type(e).__name__}); where there is a "
-            f"network run `python -c \"import timm, torch; torch.save(timm.create_model('{name}', "
-            f"pretrained=True).state_dict(), '{file}')\"` and pass --weights {file}"
-        ) from e
-    if weights is not None:
-        try:
-            missing, unexpected = tm.load_state_dict(read_state_dict(weights), strict=False)
-        except RuntimeError as e:  # shapes that do not fit
-            raise ZooError(f"--weights {weights}: does not fit timm:{name} "
-                           f"({str(e).strip().splitlines()[-1].strip()})") from e
-        if missing or unexpected:
-            raise ZooError(f"--weights {weights}: does not fit timm:{name} (missing "
-                           f"{missing[:3]}..., unexpected {unexpected[:3]}...)")
+    tm = timm_vit(name, weights, "--weights")
     cfg = tm.pretrained_cfg
     mean, std = tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225)))
     return Subject(from_timm(tm.eval()).eval(), f"timm:{name}", mean, std,
