@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from zoo import data
-from zoo.attention.subjects import load_image
+from zoo.attention.figures import model_input
+from zoo.attention.subjects import load_images
 from zoo.device import Dist, pick_device
 from zoo.errors import ZooError, clip, first_line
 from zoo.io import regular_stat
@@ -71,8 +71,8 @@ def predict(
     found = []
     for start in range(0, len(images), batch):
         chunk = images[start:start + batch]
-        x = torch.stack([load_image(p, cfg.img_size) for p in chunk]).to(dev)
-        logits = model(data.normalize(data.to_float(x), stats["mean"], stats["std"]))
+        images, _ = load_images(chunk, cfg.img_size)
+        logits = model(model_input(model, images, stats["mean"], stats["std"]))
         top = logits.float().softmax(-1).topk(k, dim=-1)
         for path, probs, ids in zip(chunk, top.values.tolist(), top.indices.tolist(), strict=True):
             found.append(Prediction(str(path), [classes[i] for i in ids], probs))
