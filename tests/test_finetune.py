@@ -164,6 +164,7 @@ def test_a_recipe_inits_from_timm_and_says_so(tmp_path, monkeypatch):
 ])
 def test_an_init_that_is_not_there_stops_before_the_run(tmp_path, model, fragments):
     recipe = write_recipe(tmp_path, model=model)
+    assert_one_line_error(CliRunner().invoke(cli, ["show", str(recipe)]), *fragments)
     assert_one_line_error(CliRunner().invoke(cli, ["run", str(recipe), "--dry-run"]), *fragments)
     out = tmp_path / "run"
     assert_one_line_error(CliRunner().invoke(cli, ["run", str(recipe), "--out", str(out)]), *fragments)

@@ -79,9 +79,12 @@ def _list_recipes(pattern: str, as_json: bool) -> None:
 @PLUGINS_OPTION
 def show(recipe: str, overrides: tuple[str, ...], plugin_paths: tuple[str, ...]) -> None:
     """Print the resolved, validated RECIPE as YAML (nothing runs)."""
+    from zoo.finetune import check_init
     from zoo.recipe import resolve
 
-    click.echo(resolve(recipe, overrides, plugin_paths).to_yaml(), nl=False)
+    resolved = resolve(recipe, overrides, plugin_paths)
+    check_init(resolved.model)  # a model.init that is not there fails here, as in zoo run
+    click.echo(resolved.to_yaml(), nl=False)
 
 
 @click.command("run")
