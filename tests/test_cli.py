@@ -83,6 +83,24 @@ def test_the_tools_are_zoo_commands(zoo_exe):
     assert_one_line_error(run_zoo(zoo_exe, "fp16-profile", "--device", "tpu"), "--device tpu")
 
 
+def test_the_tools_without_their_extra_say_how_to_install_it(zoo_exe, tmp_path):
+    """openai-clip is the `tools` extra's: with it broken (a `clip` whose import needs a
+    missing ftfy), both ways of running a tool say which package and how to get it."""
+    (tmp_path / "clip").mkdir()
+    (tmp_path / "clip" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'ftfy'\", name='ftfy')\n")
+    env = {"PYTHONPATH": str(tmp_path)}
+    assert run_zoo(zoo_exe, "fp16-profile", "--help", env=env).returncode == 0
+    args = ("--random-init", "--device", "cpu", "--out", str(tmp_path / "out"))
+    assert_one_line_error(run_zoo(zoo_exe, "fp16-profile", *args, env=env),
+                          "need the package ftfy", "pip install 'vit-zoo[tools]'")
+    script = subprocess.run([sys.executable, str(ROOT / "tools" / "fp16_profile.py"), *args],
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, **env})
+    assert_one_line_error(script, "need the package ftfy")
+    assert not (tmp_path / "out").exists()
+
+
 def test_list_every_kind():
     out = CliRunner().invoke(cli, ["list"]).output
     for kind in ("attention", "posemb", "augment", "visualizer", "dataset"):

@@ -21,7 +21,7 @@ from tools import clip_vs_resnet as cvr
 from tools import fp16_profile as fp
 from zoo.errors import ZooError
 
-clip = cc.clip  # imported through clip_common, which silences openai-clip's pkg_resources warning
+clip = cc.tool_package("clip")  # through clip_common, which silences openai-clip's pkg_resources warning
 
 # A CLIP small enough to build and run in milliseconds (ModifiedResNet image tower).
 TINY = cc.ClipArch(embed_dim=32, image_resolution=32, vision_layers=(1, 1, 1, 1), vision_width=8,

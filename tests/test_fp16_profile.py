@@ -139,7 +139,7 @@ def test_bad_arguments_give_one_line_errors(capsys, tmp_path):
 
 
 def test_evaluation_images(tmp_path):
-    preprocess = cc.clip.clip._transform(32)
+    preprocess = cc.tool_package("clip").clip._transform(32)
     images, note = fp.evaluation_images(None, preprocess, 32)
     assert images.shape == (4, 3, 32, 32) and "scikit-image" in note
     folder = tmp_path / "imgs"

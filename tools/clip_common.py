@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
+import importlib
 import io
 import json
 import re
@@ -27,7 +28,8 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NoReturn
+from types import ModuleType
+from typing import TYPE_CHECKING, NoReturn
 
 import torch
 import torch.nn.functional as F
@@ -38,14 +40,25 @@ from zoo.device import Dist, pick_device
 from zoo.errors import ZooError, first_line, suggest
 from zoo.io import atomic_write
 
-with warnings.catch_warnings():
-    # openai-clip imports pkg_resources, which warns on every start; that is not our user's concern.
-    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-    import clip
+if TYPE_CHECKING:
     from clip.model import CLIP
+
 
 DEFAULT_CACHE_DIR = Path("~/.cache/zoo/clip_text").expanduser()
 PROMPT_MODES = ("auto", "ensemble", "single", "name")
+TOOLS_EXTRA = "pip install 'vit-zoo[tools]' (in a checkout: pip install -e '.[tools]')"
+
+
+def tool_package(name: str) -> ModuleType:
+    """A module of the packages only tools/ uses (openai-clip, open_clip), imported on first
+    use: they are the `tools` extra, so zoo installs without them and says how to add them."""
+    try:
+        with warnings.catch_warnings():
+            # openai-clip imports pkg_resources, which warns on every start: not the user's concern
+            warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+            return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        raise ZooError(f"the CLIP tools need the package {e.name or name}: {TOOLS_EXTRA}") from e
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -93,7 +106,7 @@ class ClipArch:
     vocab_size: int = 49408
 
     def build(self) -> CLIP:
-        return CLIP(**asdict(self)).eval()
+        return tool_package("clip.model").CLIP(**asdict(self)).eval()
 
 
 # CLIP paper, Tables 19 (ResNets) and 20 (ViTs); tests check every entry against
@@ -134,7 +147,7 @@ def load_clip(name: str, *, device: torch.device, weights: Path | None = None,
     `clip.load` keeps fp16 weights on CUDA; we always use fp32 so that both tools compare
     like with like and fp16_profile measures half precision explicitly.
     """
-    arch = clip_arch(name)
+    arch, clip = clip_arch(name), tool_package("clip")
     if random_init:
         if weights is not None:
             raise ZooError("--random-init and --clip-weights exclude each other")
@@ -167,6 +180,7 @@ def _load_clip_file(path: Path) -> tuple[CLIP, Callable[[Image.Image], torch.Ten
     (`torch.save(model.state_dict())`) via `clip.model.build_model`, because `clip.load` re-reads
     the file handle that its failed TorchScript attempt has advanced (openai/CLIP issue #396).
     build_model stores weights in FP16, so a state dict is loaded again into the FP32 model."""
+    clip = tool_package("clip")
     if _is_torchscript(path):
         return clip.load(str(path), device="cpu", jit=False)
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -216,17 +230,14 @@ def imagenet_descriptions() -> tuple[str, ...]:
 @functools.cache
 def imagenet_classnames() -> tuple[str, ...]:
     """CLIP's curated ImageNet class names, in class-index order."""
-    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
-
-    return tuple(IMAGENET_CLASSNAMES)
+    return tuple(tool_package("open_clip.zero_shot_metadata").IMAGENET_CLASSNAMES)
 
 
 def prompt_templates(mode: str) -> tuple[str, ...]:
     """`{}`-templates: CLIP's 80 (ensemble), "a photo of a {}." (single), or the bare name."""
     if mode == "ensemble":
-        from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
-
-        return tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
+        templates = tool_package("open_clip.zero_shot_metadata").OPENAI_IMAGENET_TEMPLATES
+        return tuple(t("{}") for t in templates)
     if mode == "single":
         return ("a photo of a {}.",)
     if mode == "name":
@@ -276,7 +287,7 @@ def class_embeddings(model: CLIP, classnames: tuple[str, ...] | list[str], templ
     """[C, D] unit-norm text embeddings, one per class, ensembled over `templates`."""
     device = model.positional_embedding.device
     prompts = [t.replace("{}", c) for c in classnames for t in templates]
-    tokens = clip.tokenize(prompts)
+    tokens = tool_package("clip").tokenize(prompts)
     # Longest first: batches of similar length waste little on padding, and OOM shows up at once.
     order = torch.argsort(tokens.argmax(dim=-1), descending=True)
     out = torch.empty(len(prompts), model.text_projection.shape[1])

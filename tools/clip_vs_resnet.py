@@ -48,6 +48,7 @@ from tools.clip_common import (  # noqa: E402
     load_clip,
     prompt_templates,
     resolve_prompts,
+    tool_package,
     zero_shot_head,
     zero_shot_logits,
 )
@@ -435,9 +436,7 @@ def _head_part(m: nn.Module) -> str:
 
 def design_facts(visual: nn.Module) -> list[str]:
     """What the module tree says about stem, downsampling and head (no hand-written claims)."""
-    from clip.model import VisionTransformer
-
-    if isinstance(visual, VisionTransformer):
+    if isinstance(visual, tool_package("clip.model").VisionTransformer):
         conv, blocks = visual.conv1, visual.transformer.resblocks
         grid = visual.input_resolution // conv.stride[0]
         return [f"patch embedding: {_conv(conv)} ({grid}x{grid} patches + a class token)",

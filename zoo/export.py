@@ -65,7 +65,7 @@ def to_onnx(model: ViT, example: Tensor, check: Tensor) -> tuple[bytes, float | 
     its largest logit difference from `model` on `check` (None: not checked)."""
     try:
         program = torch.onnx.export(model, (example,), dynamo=True, external_data=False,
-                                    input_names=["image"], output_names=["logits"],
+                                    verbose=False, input_names=["image"], output_names=["logits"],
                                     dynamic_shapes=({0: torch.export.Dim("batch")},))
     except Exception as e:  # torch.export reports a plugin's Python in many error types
         raise untraceable(model, "ONNX", e) from e
@@ -91,8 +91,8 @@ def export(
         raise ZooError(f"--format {fmt}: unknown; use {' or '.join(SUFFIX)}")
     missing = [p for p in ONNX_PACKAGES if fmt == "onnx" and importlib.util.find_spec(p) is None]
     if missing:
-        raise ZooError(f"--format onnx needs {' and '.join(missing)}: "
-                       f"pip install {' '.join(ONNX_PACKAGES)}")
+        raise ZooError(f"--format onnx needs {' and '.join(missing)}: pip install "
+                       "'vit-zoo[onnx]' (in a checkout: pip install -e '.[onnx]')")
     model, recipe, run, ckpt = load_checkpoint(source, None, which, plugins, trust_plugins)
     stats, cfg = trained_on(run, recipe), recipe.model
     path = Path(out) if out is not None else run / "export" / f"model{SUFFIX[fmt]}"

@@ -70,7 +70,7 @@ def predict_cmd(source: str, images: tuple[str, ...], top_k: int, as_csv: bool, 
 @click.command("export")
 @click.argument("source", type=click.Path())
 @click.option("--format", "fmt", required=True, type=click.Choice(["torchscript", "onnx"]),
-              help="TorchScript (torch.jit.load) or ONNX (needs the onnx and onnxscript packages).")
+              help="TorchScript (torch.jit.load) or ONNX (needs the onnx extra: pip install 'vit-zoo[onnx]').")
 @click.option("--out", type=click.Path(), metavar="FILE",
               help="Where to write it (default <run>/export/model.pt or model.onnx).")
 @CHECKPOINT_OPTION
