@@ -103,3 +103,33 @@ def test_resume_on_cuda_restores_the_cuda_rng(tmp_path):
     b = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in b] == [2]
     assert b[0]["train_loss"] == pytest.approx(a[1]["train_loss"], rel=1e-5)
+
+
+def test_viz_and_predict_compute_on_the_device_asked(tmp_path, monkeypatch):
+    """`--device cuda` moves the model there (viz draws from it on CUDA) and predict on CUDA
+    ranks as on the CPU."""
+    from zoo.attention import figures
+
+    run = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["run", str(tiny_recipe(tmp_path)), "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    seen, draw = [], figures.draw
+
+    def spy(visualizers, model, *args):
+        seen.append(next(model.parameters()).device.type)
+        return draw(visualizers, model, *args)
+
+    monkeypatch.setattr(figures, "draw", spy)
+    viz = CliRunner().invoke(cli, ["viz", str(run), "--device", "cuda", "--visualizer", "rollout",
+                                   "--out", str(tmp_path / "viz")])
+    assert viz.exit_code == 0 and (tmp_path / "viz" / "rollout.png").exists(), viz.output
+    assert seen == ["cuda"]
+    image = tmp_path / "viz" / "rollout.png"
+    probs = {}
+    for dev in ("cpu", "cuda"):
+        r = CliRunner().invoke(cli, ["predict", str(run), str(image), "--csv", "--top-k", "100",
+                                     "--device", dev])
+        assert r.exit_code == 0, r.output
+        probs[dev] = {row[2]: float(row[3]) for row in (line.split(",") for line in r.stdout.splitlines()[1:])}
+    assert probs["cuda"].keys() == probs["cpu"].keys() and len(probs["cpu"]) > 1
+    assert all(abs(probs["cuda"][c] - p) < 1e-2 for c, p in probs["cpu"].items()), probs

@@ -13,7 +13,7 @@ LAYERS = [
     ["errors"],
     ["io", "device", "image_ops", "kinds", "typecheck"],
     ["registry"],
-    ["schema"],
+    ["schema", "catalog"],
     ["recipe"],
     ["model", "data", "checkpoint"],
     ["convert", "runs"],

@@ -327,7 +327,7 @@ def test_bf16_autocast_trains(attention: str, heads: int, sdpa: bool) -> None:
 
 def test_plugins_describe_themselves_for_zoo_list() -> None:
     registry.discover()
-    info = {p["name"]: p for p in registry.list_plugins("posemb")["posemb"]}
+    info = {p.name: p.describe() for p in registry.registry("posemb").plugins.values()}
     assert set(info) >= {"none", "learned_1d", "learned_2d", "sinusoidal"}
     assert info["sinusoidal"]["params"] == {"dims": 2, "temperature": 10000.0}
     assert info["learned_1d"]["params"] == {}

@@ -138,13 +138,3 @@ def test_discover_env_path_and_extra_and_lenient_errors(tmp_path, monkeypatch):
 def test_missing_plugin_path_is_an_error(tmp_path):
     with pytest.raises(ZooError, match="plugin path .*nowhere.py does not exist"):
         discover([tmp_path / "nowhere.py"])
-
-
-def test_list_plugins_wildcard_and_description(tmp_path):
-    registry.load_file(write_plugin(tmp_path / "p.py", "zz_one"))
-    registry.load_file(write_plugin(tmp_path / "q.py", "zz_two"))
-    found = registry.list_plugins("attention", "zz_*")["attention"]
-    assert [p["name"] for p in found] == ["zz_one", "zz_two"]
-    assert found[0]["doc"] == "A test attention that records what it was given."
-    assert found[0]["params"] == {"scale": 1.0, "causal": False}
-    assert found[0]["file"].endswith("p.py")

@@ -270,7 +270,7 @@ def test_zoo_viz_on_a_run(quickstart_run, tmp_path):
     assert png.format == "PNG" and png.width > 300
     ckpt = next((quickstart_run / "checkpoints" / "last").glob("*.safetensors"))
     result = CliRunner().invoke(cli, ["viz", str(ckpt), "--out", str(tmp_path), "--visualizer",
-                                          "posemb_similarity"])
+                                          "posemb_similarity", "--device", "cpu"])
     assert result.exit_code == 0 and (tmp_path / "posemb_similarity.png").exists(), result.output
 
 
@@ -311,6 +311,8 @@ def test_compare_and_recipe_visualizers(quickstart_run, diff_run, tmp_path):
 def test_user_mistakes_are_one_line(quickstart_run, tmp_path):
     run = str(quickstart_run)
     one_line_error(CliRunner().invoke(cli, ["viz", str(tmp_path / "nope")]), "no checkpoint found")
+    one_line_error(CliRunner().invoke(cli, ["viz", run, "--device", "tpu"]),
+                   "--device: unknown device 'tpu'")
     one_line_error(CliRunner().invoke(cli, ["viz", run, "--visualizer", "rolout"]),
                    "unknown visualizer 'rolout'", "did you mean rollout?")
     one_line_error(CliRunner().invoke(cli, ["viz", run, "--visualizer", "{cls_attention: {layer: 9}}"]),

@@ -91,11 +91,8 @@ class Registry:
 
     def add(self, plugin: Plugin) -> None:
         old = self.plugins.get(plugin.name)
-        if old is not None and Path(old.file).resolve() != Path(plugin.file).resolve():
-            raise ZooError(
-                f"{self.kind} '{plugin.name}' is registered twice: in {old.file} and in "
-                f"{plugin.file}; rename one of them"
-            )
+        if old is not None:
+            check_unique(self.kind, plugin.name, old.file, plugin.file)
         self.plugins[plugin.name] = plugin
 
     def get(self, name: str, path: str = "") -> Plugin:
@@ -112,6 +109,13 @@ class Registry:
 
     def names(self, pattern: str = "*") -> list[str]:
         return sorted(n for n in self.plugins if fnmatch.fnmatch(n, pattern))
+
+
+def check_unique(kind: str, name: str, first: str, second: str) -> None:
+    """One name, one plugin: the same name from a second file is an error naming both."""
+    if Path(first).resolve() != Path(second).resolve():
+        raise ZooError(f"{kind} '{name}' is registered twice: in {first} and in {second}; "
+                       "rename one of them")
 
 
 REGISTRIES: dict[str, Registry] = {kind: Registry(kind) for kind in KINDS}
@@ -254,48 +258,38 @@ def load_file(path: Path) -> None:
         ) from e
 
 
-def _entry_point_modules() -> list[importlib.metadata.EntryPoint]:
-    return list(importlib.metadata.entry_points(group="zoo.plugins"))
+def sources(extra: Iterable[str | Path] = ()) -> list[Path | importlib.metadata.EntryPoint]:
+    """Every plugin source in the order they load: built-in files, installed packages' entry
+    points (group `zoo.plugins`), then the files of ZOO_PLUGIN_PATH and of `extra`."""
+    env = os.environ.get("ZOO_PLUGIN_PATH", "")
+    user = [Path(p) for p in env.split(os.pathsep) if p] + [Path(p) for p in extra]
+    return [*_plugin_files(builtin_dir()), *importlib.metadata.entry_points(group="zoo.plugins"),
+            *(f for src in user for f in _plugin_files(src))]
+
+
+def load(source: Path | importlib.metadata.EntryPoint) -> None:
+    """Run one source's registrations; failures become one-line ZooErrors."""
+    if isinstance(source, Path):
+        load_file(source)
+        return
+    try:
+        source.load()
+    except ZooError:
+        raise
+    except Exception as e:
+        raise ZooError(f"entry point {source.name} = {source.value}: failed to import: {e}") from e
 
 
 def discover(extra: Iterable[str | Path] = (), strict: bool = True) -> list[str]:
     """Load every plugin source in order; return the error lines (raise the first if strict)."""
     global _discovered
     _discovered = True
-    sources: list[Path] = [builtin_dir()]
-    env = os.environ.get("ZOO_PLUGIN_PATH", "")
-    sources += [Path(p) for p in env.split(os.pathsep) if p]
-    sources += [Path(p) for p in extra]
     errors: list[str] = []
-
-    def attempt(fn: Callable[[], None]) -> None:
+    for source in sources(extra):
         try:
-            fn()
+            load(source)
         except ZooError as e:
             if strict:
                 raise
             errors.append(str(e))
-
-    for f in _plugin_files(sources[0]):
-        attempt(lambda f=f: load_file(f))
-    for ep in _entry_point_modules():
-        def load_ep(ep=ep) -> None:
-            try:
-                ep.load()
-            except ZooError:
-                raise
-            except Exception as e:
-                raise ZooError(f"entry point {ep.name} = {ep.value}: failed to import: {e}") from e
-        attempt(load_ep)
-    for src in sources[1:]:
-        for f in _plugin_files(src):
-            attempt(lambda f=f: load_file(f))
     return errors
-
-
-def list_plugins(kind: str | None = None, pattern: str = "*") -> dict[str, list[dict[str, Any]]]:
-    kinds = [registry(kind).kind] if kind else list(KINDS)
-    return {
-        k: [REGISTRIES[k].plugins[n].describe() for n in REGISTRIES[k].names(pattern)]
-        for k in kinds
-    }

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from zoo.cli.options import PLUGINS_OPTION, SET_OPTION, TRUST_OPTION
+from zoo.cli.options import DEVICE_OPTION, PLUGINS_OPTION, SET_OPTION, TRUST_OPTION
 from zoo.errors import ZooError
 
 
@@ -27,16 +27,16 @@ def list_cmd(kind: str | None, pattern: str, as_json: bool, plugin_paths: tuple[
     """List plugins: every KIND, or one KIND with docs, parameters and source files;
     `zoo list recipes` lists the recipes that come with zoo (run them by name).
 
-    PATTERN filters names with wildcards, e.g. `zoo list attention 'd*'`.
+    PATTERN filters names with wildcards, e.g. `zoo list attention 'd*'`. Plugin files are
+    read, not run; a recipe that uses one imports it (`zoo show RECIPE`).
     """
     if kind == "recipes":
         _list_recipes(pattern, as_json)
         return
+    from zoo.catalog import catalog
     from zoo.kinds import KINDS
-    from zoo.registry import discover, list_plugins
 
-    errors = discover(plugin_paths, strict=False)
-    found = list_plugins(kind, pattern)
+    found, errors = catalog(kind, pattern, plugin_paths)
     if as_json:
         click.echo(json.dumps({"plugins": found, "errors": errors}, indent=2, default=str))
     else:
@@ -153,7 +153,7 @@ def run(
 @click.option("--data", "dataset", metavar="SPEC",
               help="Another dataset (name or YAML mapping), e.g. --data '{cifar10: {download: false}}'.")
 @SET_OPTION
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@DEVICE_OPTION
 @click.option("--checkpoint", "which", default="last", show_default=True, metavar="last|best|PATH",
               help="Which checkpoint of a run dir: its last, its best (by val accuracy), or a PATH.")
 @PLUGINS_OPTION

@@ -14,3 +14,7 @@ TRUST_OPTION = click.option(
     "--trust-plugins", is_flag=True,
     help="Import the plugin files the run dir's recipe.yaml names (they are code).",
 )
+DEVICE_OPTION = click.option(
+    "--device", default="auto", show_default=True, metavar="auto|cpu|cuda|cuda:N",
+    help="Where to compute: auto is CUDA when present, else the CPU.",
+)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from zoo.cli.options import PLUGINS_OPTION, TRUST_OPTION
+from zoo.cli.options import DEVICE_OPTION, PLUGINS_OPTION, TRUST_OPTION
 
 if TYPE_CHECKING:
     from zoo.predict import Prediction
@@ -47,7 +47,7 @@ def _csv(found: list[Prediction]) -> str:
 @click.option("--csv", "as_csv", is_flag=True,
               help="Print CSV (image, rank, class, probability) instead of a table.")
 @CHECKPOINT_OPTION
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@DEVICE_OPTION
 @PLUGINS_OPTION
 @TRUST_OPTION
 def predict_cmd(source: str, images: tuple[str, ...], top_k: int, as_csv: bool, which: str,
@@ -82,7 +82,8 @@ def export_cmd(source: str, fmt: str, out: str | None, which: str,
 
     Writes the model and FILE.json next to it: image size, mean, std, class names and the
     input it expects ([B, C, H, W] RGB in [0, 1], then (x - mean) / std). The export is run
-    against PyTorch on a random batch before it is written.
+    against PyTorch on a random batch before it is written. It is traced on the CPU (hence
+    no --device): a trace made on a GPU would hold that GPU's device in its graph.
     """
     from zoo.export import export
 

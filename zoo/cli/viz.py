@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from zoo.cli.options import DEVICE_OPTION, PLUGINS_OPTION, TRUST_OPTION
 from zoo.errors import ZooError
 
 
@@ -39,12 +40,11 @@ def _specs(texts: Sequence[str]) -> list[Any]:
 @click.option("--weights", type=click.Path(), metavar="FILE",
               help="Weights for a timm: SOURCE, for use offline: a state dict saved from timm "
                    "(.safetensors, .pth or .bin).")
-@click.option("--plugins", "plugin_paths", multiple=True, type=click.Path(), metavar="PATH",
-              help="Plugin file or folder to load (code: yours to trust). Repeatable.")
-@click.option("--trust-plugins", is_flag=True,
-              help="Import the plugin files the run's recipe.yaml names (they are code).")
+@DEVICE_OPTION
+@PLUGINS_OPTION
+@TRUST_OPTION
 def viz(source: str, image_paths: tuple[str, ...], specs: tuple[str, ...], compare: str | None,
-        out: str | None, weights: str | None, plugin_paths: tuple[str, ...],
+        out: str | None, weights: str | None, device: str, plugin_paths: tuple[str, ...],
         trust_plugins: bool) -> None:
     """Draw attention maps of a run dir, a CHECKPOINT or timm:MODEL_NAME into PNGs.
 
@@ -59,11 +59,15 @@ def viz(source: str, image_paths: tuple[str, ...], specs: tuple[str, ...], compa
 
     from zoo.attention.figures import ImageNames, build_visualizers, draw, model_input, save_png
     from zoo.attention.subjects import ALL, COMPARE, compare_figures, load_images, load_subject
+    from zoo.device import Dist, pick_device
     from zoo.registry import discover
 
+    dev = pick_device(device, Dist(), "--device")
     discover(plugin_paths)
     a = load_subject(source, weights, not image_paths, plugin_paths, trust_plugins)
     b = load_subject(compare, None, False, plugin_paths, trust_plugins) if compare else None
+    for subject in filter(None, (a, b)):
+        subject.model.to(dev)
     chosen = _specs(specs) or (COMPARE if b else a.visualizers or ALL)
     visualizers = build_visualizers(chosen, "--visualizer")
     if image_paths:
