@@ -167,6 +167,27 @@ def test_show_resolves_overrides():
     assert "depth: 3" in result.output and "lr: 0.0002" in result.output
 
 
+USAGE = {
+    "unknown command": (["lst"], ["zoo: No such command 'lst'", "Did you mean 'list'?", "zoo --help"]),
+    "bad choice": (["export", "run", "--format", "xyz"], ["zoo export: Invalid value for '--format'",
+                                                           "(see zoo export --help)"]),
+    "missing value": (["eval", "--split"], ["zoo eval: Option '--split' requires an argument"]),
+    "missing argument": (["predict"], ["zoo predict: Missing argument 'SOURCE'"]),
+    "group option": (["--bogus"], ["zoo: No such option '--bogus'"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(USAGE))
+def test_usage_errors_are_one_line(zoo_exe, case):
+    args, fragments = USAGE[case]
+    assert_one_line_error(run_zoo(zoo_exe, *args), *fragments)
+
+
+def test_bare_zoo_still_shows_the_help(zoo_exe):
+    result = run_zoo(zoo_exe)  # click >= 8.2 writes it to stderr, with exit code 2
+    assert "Commands:" in result.stdout + result.stderr and "error:" not in result.stderr
+
+
 BAD = {
     "malformed": ("model:\n  dim: [64\n", ["malformed YAML"]),
     "unknown_key": ("model: {dpeth: 3}\n", ["model.dpeth", "did you mean depth?"]),

@@ -7,22 +7,44 @@ from __future__ import annotations
 
 import importlib.metadata
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from zoo.cli import commands, predict, study, viz
 from zoo.errors import ZooError, report_user_error
 
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+
 
 class ZooGroup(click.Group):
-    """Turns ZooError into one line on stderr and exit code 2; `--debug` shows the traceback."""
+    """Turns ZooError into one line on stderr and exit code 2 (`--debug` shows the
+    traceback), and click's usage errors into the same one line."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as e:
+            _usage_error(e, info_name or "zoo")
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:  # a subcommand's, named before its context exists
+            _usage_error(e, " ".join(filter(None, (ctx.command_path, ctx.invoked_subcommand))))
         except ZooError as e:
             ctx.exit(report_user_error(e, bool(ctx.params.get("debug") or ctx.meta.get("zoo.debug"))))
+
+
+def _usage_error(e: click.UsageError, where: str) -> NoReturn:
+    """What click prints in four lines (usage, hint, blank, error), in zoo's one; a bare
+    `zoo` (click >= 8.2 raises for it) still shows the help."""
+    if isinstance(e, NO_ARGS_IS_HELP):
+        raise e
+    where = e.ctx.command_path if e.ctx else where
+    click.echo(f"error: {where}: {e.format_message().rstrip('.')} (see {where} --help)", err=True)
+    raise click.exceptions.Exit(2)
 
 
 @click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
