@@ -127,7 +127,7 @@ def test_discover_env_path_and_extra_and_lenient_errors(tmp_path, monkeypatch):
     (env_dir / "broken.py").write_text("def (:\n")
     monkeypatch.setenv("ZOO_PLUGIN_PATH", str(env_dir))
     errors = discover([extra], strict=False)
-    names = registry.registry("attention").names()
+    names = registry.registry("attention").plugins
     assert {"env_attn", "extra_attn"} <= set(names)
     assert len(errors) == 1 and "broken.py:1" in errors[0]
     with pytest.raises(ZooError, match="broken.py"):

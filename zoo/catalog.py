@@ -108,13 +108,12 @@ def _imported(source: Path | importlib.metadata.EntryPoint) -> list[Entry]:
     package's folder for an entry point (imported once per process, so found by file)."""
     registry.load(source)
     if isinstance(source, Path):
-        home = source.resolve()
+        homes = [source.resolve()]
     else:
         module = sys.modules[source.module]
-        home = Path(module.__file__ or "").resolve()
-        home = home.parent if home.name == "__init__.py" else home
+        homes = [Path(p).resolve() for p in getattr(module, "__path__", [module.__file__])]
     return [(k, p.describe()) for k, r in registry.REGISTRIES.items() for p in r.plugins.values()
-            if Path(p.file).resolve() == home or home in Path(p.file).resolve().parents]
+            if any(h == (f := Path(p.file).resolve()) or h in f.parents for h in homes)]
 
 
 def catalog(kind: str | None = None, pattern: str = "*", extra: tuple[str | Path, ...] = ()

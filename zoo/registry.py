@@ -7,7 +7,6 @@ recipe, written as `name` or `{name: {param: value}}`, and are checked before co
 
 from __future__ import annotations
 
-import fnmatch
 import importlib.metadata
 import importlib.resources
 import importlib.util
@@ -106,9 +105,6 @@ class Registry:
                 f"available: {known}"
             )
         return self.plugins[name]
-
-    def names(self, pattern: str = "*") -> list[str]:
-        return sorted(n for n in self.plugins if fnmatch.fnmatch(n, pattern))
 
 
 def check_unique(kind: str, name: str, first: str, second: str) -> None:
