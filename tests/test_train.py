@@ -207,6 +207,31 @@ def test_a_run_that_reports_test_logs_test_accuracy_and_picks_no_best_by_it(tmp_
     assert "test/acc" in tags and "val/acc" not in tags
 
 
+def test_the_progress_bar_runs_on_a_terminal_only(tmp_path, monkeypatch):
+    """A log file gets the per-evaluation lines alone: `zoo run ... > log` with the default
+    log.progress writes no bar; on a terminal the bar is there."""
+    import io
+    import subprocess
+    import sys
+
+    from zoo.train.trainer import progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert hasattr(progress(range(3), True), "set_postfix") and progress(range(3), False) == range(3)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert progress(range(3), True) == range(3)
+    recipe = tiny_recipe(tmp_path)
+    logged = subprocess.run([sys.executable, "-m", "zoo", "run", str(recipe), "--out", str(tmp_path / "run"),
+                             "--set", "train.epochs=1"], capture_output=True, text=True, timeout=300)
+    assert logged.returncode == 0, logged.stderr
+    assert "epoch 1/1  train loss" in logged.stdout + logged.stderr
+    assert "\r" not in logged.stdout + logged.stderr and "it/s" not in logged.stderr
+
+
 def test_a_run_keeps_its_data_stats_so_images_need_no_dataset(tmp_path, cifar_root):
     """data.json holds classes, mean and std: `zoo viz --image` works with the dataset gone,
     and a damaged data.json is a one-line error, not a silent wrong normalisation."""

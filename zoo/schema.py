@@ -94,7 +94,7 @@ class LogConfig:
 
     dir: str = "runs"
     tensorboard: bool = True
-    progress: bool = True
+    progress: bool = True  # the tqdm bar, where stderr is a terminal
     every_steps: int = 50  # TensorBoard: train/*_step scalars every N optimizer steps; 0: off
     visualizers: list[Spec] = field(default_factory=list)
     viz_images: int = 8

@@ -351,7 +351,8 @@ class Trainer:
 
 
 def progress(it: Any, enabled: bool, **kw: Any) -> Any:
-    if not enabled:
+    """A bar over `it` on a terminal; a log file gets only the per-evaluation lines."""
+    if not enabled or not sys.stderr.isatty():
         return it
     from tqdm import tqdm
 
