@@ -3,9 +3,9 @@ before torch would have finished loading.
 
 A file is read when each use of `register` in it is `@register("kind", "name")` on a
 top-level function, or on a class with its own docstring and `__init__` (or no base class),
-whose defaults are literals. Any other file (a loop of registrations, a computed default, an inherited
-docstring) is imported through the registry, as are entry-point packages (they may register
-from submodules), so the listing is always what `zoo run` would find.
+whose defaults are literals. Any other file (a loop of registrations, a computed default,
+an inherited docstring) is imported through the registry, as are entry-point packages (they
+may register from submodules), so the listing is always what `zoo run` would find.
 """
 
 from __future__ import annotations
