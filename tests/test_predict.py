@@ -100,6 +100,24 @@ def test_predict_table_csv_and_independent_argmax(run, images, tmp_path):
     assert [trained["classes"][i] for i in top1] == [rows[i][0][0] for i in images]
 
 
+def test_predict_reads_more_images_than_one_batch(run, images, tmp_path):
+    """Files are decoded data.eval_batch_size at a time: three images in batches of two rank
+    as they do in one batch."""
+    import shutil
+
+    import yaml
+
+    small = tmp_path / "run"
+    shutil.copytree(run, small)
+    recipe = yaml.safe_load((small / "recipe.yaml").read_text())
+    recipe["data"]["eval_batch_size"] = 2
+    (small / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    one, two = (CliRunner().invoke(ZOO, ["predict", str(r), *images, "--csv"]) for r in (run, small))
+    assert two.exit_code == 0, two.output
+    assert len(two.stdout.splitlines()) == 1 + 5 * len(images)
+    assert two.stdout == one.stdout
+
+
 def test_top_k_is_clipped_to_the_classes(run, images):
     result = CliRunner().invoke(ZOO, ["predict", str(run), images[0], "--top-k", "100"])
     assert result.exit_code == 0, result.output

@@ -22,7 +22,6 @@ from zoo.attention.figures import (
     ImageNames,
     build_visualizers,
     draw,
-    model_input,
     tensorboard_images,
 )
 from zoo.attention.maps import (
@@ -41,12 +40,11 @@ from zoo.attention.subjects import (
     Subject,
     compare_figures,
     first_images,
-    load_image,
     load_subject,
     load_timm,
 )
 from zoo.cli import cli
-from zoo.data import build_datasets
+from zoo.data import build_datasets, load_image, model_input
 from zoo.errors import ZooError
 from zoo.model import build_model
 from zoo.recipe import load_recipe

@@ -289,6 +289,29 @@ def normalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     return (x - m) / s
 
 
+def model_input(model: torch.nn.Module, images: Tensor, mean: Sequence[float],
+                std: Sequence[float]) -> Tensor:
+    """uint8 images -> what a zoo ViT reads: resized to its cfg.img_size, in [0, 1],
+    normalised, on the model's device."""
+    device = next(model.parameters()).device
+    images = resize_images(images, model.cfg.img_size).to(device)
+    return normalize(to_float(images), mean, std)
+
+
+def load_image(path: str | Path, size: int) -> Tensor:
+    """One image file as uint8 [3, size, size]: RGB (zoo.io.open_rgb), shorter side
+    resized to `size`, centre cropped (as FolderData reads images)."""
+    from PIL import Image, ImageOps
+
+    img = ImageOps.fit(open_rgb(path, draft=size), (size, size), Image.BICUBIC)
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous()
+
+
+def load_images(paths: Sequence[str | Path], size: int) -> tuple[Tensor, list[str]]:
+    """Image files -> uint8 [B, 3, size, size] and their file names."""
+    return torch.stack([load_image(p, size) for p in paths]), [Path(p).name for p in paths]
+
+
 class Augment:
     """The recipe's augment ops in order: (x [B, C, H, W] in [0, 1], soft targets [B, K])."""
 

@@ -2,7 +2,7 @@
 
 Everything the model needs besides its weights comes from the run: class names, mean and
 std from its data.json (zoo.runs.trained_on), so no dataset has to be on disk. Images are
-read as `zoo viz` reads them (zoo.attention.subjects.load_image: RGB, shorter side resized,
+read as `zoo viz` reads them (zoo.data.load_image: RGB, shorter side resized,
 centre cropped, as FolderData) and normalised as in training.
 """
 
@@ -14,8 +14,7 @@ from pathlib import Path
 
 import torch
 
-from zoo.attention.figures import model_input
-from zoo.attention.subjects import load_images
+from zoo.data import load_images, model_input
 from zoo.device import Dist, pick_device
 from zoo.errors import ZooError, clip, first_line
 from zoo.io import regular_stat
@@ -71,8 +70,8 @@ def predict(
     found = []
     for start in range(0, len(images), batch):
         chunk = images[start:start + batch]
-        images, _ = load_images(chunk, cfg.img_size)
-        logits = model(model_input(model, images, stats["mean"], stats["std"]))
+        pixels, _ = load_images(chunk, cfg.img_size)
+        logits = model(model_input(model, pixels, stats["mean"], stats["std"]))
         top = logits.float().softmax(-1).topk(k, dim=-1)
         for path, probs, ids in zip(chunk, top.values.tolist(), top.indices.tolist(), strict=True):
             found.append(Prediction(str(path), [classes[i] for i in ids], probs))

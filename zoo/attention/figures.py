@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from zoo.attention.maps import scaled, upsample
-from zoo.data import normalize, resize_images, to_float
+from zoo.data import model_input
 from zoo.registry import build, spec_name
 
 if TYPE_CHECKING:
@@ -174,13 +174,6 @@ def figure_array(fig: Figure) -> Tensor:
 def build_visualizers(specs: Sequence[Any], path: str) -> list[tuple[str, Any]]:
     """(name, visualizer) for each spec, built through the registry (errors name `path[i]`)."""
     return [(spec_name(s), build("visualizer", s, path=f"{path}[{i}]")) for i, s in enumerate(specs)]
-
-
-def model_input(model: ViT, images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    """uint8 images -> what the model reads: resized to its img_size, in [0, 1], normalised."""
-    device = next(model.parameters()).device
-    images = resize_images(images, model.cfg.img_size).to(device)
-    return normalize(to_float(images), mean, std)
 
 
 def draw(visualizers: list[tuple[str, Any]], model: ViT, images: Tensor, x: Tensor,

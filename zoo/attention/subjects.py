@@ -13,14 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from zoo.attention.figures import ImageNames, class_labels, heat_figure, model_input, predicted
-from zoo.data import TensorData, build_datasets
+from zoo.attention.figures import ImageNames, class_labels, heat_figure, predicted
+from zoo.data import TensorData, build_datasets, model_input
 from zoo.errors import ZooError
-from zoo.io import open_rgb
 from zoo.registry import spec_name
 
 if TYPE_CHECKING:
@@ -31,20 +29,6 @@ if TYPE_CHECKING:
 
 ALL = ["cls_attention", "rollout", "dino", "posemb_similarity"]  # `zoo viz` without --visualizer
 COMPARE = ["rollout", "cls_attention"]  # `zoo viz --compare` without --visualizer
-
-
-def load_image(path: str | Path, size: int) -> Tensor:
-    """One image file as uint8 [3, size, size]: RGB (zoo.io.open_rgb), shorter side
-    resized to `size`, centre cropped (as FolderData reads images)."""
-    from PIL import Image, ImageOps
-
-    img = ImageOps.fit(open_rgb(path, draft=size), (size, size), Image.BICUBIC)
-    return torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous()
-
-
-def load_images(paths: Sequence[str | Path], size: int) -> tuple[Tensor, list[str]]:
-    """Image files -> uint8 [B, 3, size, size] and their file names."""
-    return torch.stack([load_image(p, size) for p in paths]), [Path(p).name for p in paths]
 
 
 def first_images(dataset: Any, n: int) -> tuple[Tensor, ImageNames]:
