@@ -45,6 +45,12 @@ FALLBACKS = {
                             'for n in ["{name}"]:\n    register("attention", n)(A)\n',
     "renamed decorator": 'from zoo.registry import register as reg\n\n@reg("attention", "{name}")\n'
                          'def make(dim: int, gain: float = 2.0):\n    """Renamed."""\n',
+    "second decorator": 'import functools\nfrom zoo.registry import register\n\n'
+                        'def scaled(fn):\n    @functools.wraps(fn)\n'
+                        '    def wrapper(dim: int, scale: float = 2.0):\n        return fn(dim)\n'
+                        '    wrapper.__doc__ = "Wrapped."\n    del wrapper.__wrapped__\n    return wrapper\n\n'
+                        '@register("attention", "{name}")\n@scaled\ndef make(dim: int, gain: float = 1.0):\n'
+                        '    """Original."""\n',
     "inherited docstring": 'from torch import nn\nfrom zoo.registry import register\n\n'
                            '@register("attention", "{name}")\nclass A(nn.Identity):\n'
                            '    def __init__(self, dim: int, gain: float = 2.0):\n        super().__init__()\n',

@@ -66,11 +66,13 @@ def _params(fn: ast.FunctionDef, kind: str, method: bool) -> tuple[dict[str, Any
 
 
 def _describe(node: ast.FunctionDef | ast.ClassDef, kind: str, name: str, file: str) -> dict[str, Any]:
+    if len(node.decorator_list) > 1:
+        raise NeedsImport  # another decorator may replace the signature or the docstring
     doc = ast.get_docstring(node)
     if isinstance(node, ast.ClassDef):
         init = next((n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)
-        if doc is None or len(node.decorator_list) > 1 or node.keywords or (init is None and node.bases):
-            raise NeedsImport  # inherited docstring or __init__, or a decorator that writes one
+        if doc is None or node.keywords or (init is None and node.bases):
+            raise NeedsImport  # an inherited docstring or __init__, or a metaclass
         params, required = _params(init, kind, method=True) if init else ({}, [])
     else:
         params, required = _params(node, kind, method=False)
@@ -97,9 +99,10 @@ def read(path: Path) -> list[Entry]:
             if (reg := _register_call(dec)) is not None:
                 found.append((reg[0], _describe(node, *reg, str(path))))
                 understood.add(id(dec.func))
-    renamed = any(isinstance(n, ast.alias) and n.name == "register" and n.asname for n in ast.walk(tree))
-    if renamed or any(_names_register(n) and id(n) not in understood for n in ast.walk(tree)):
-        raise NeedsImport
+    for n in ast.walk(tree):  # a renamed import, or a use of register not read above
+        if (isinstance(n, ast.alias) and n.name == "register" and n.asname) or (
+                _names_register(n) and id(n) not in understood):
+            raise NeedsImport
     return found
 
 
