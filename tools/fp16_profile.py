@@ -473,7 +473,8 @@ def _jsonable(obj):
 
 
 def build_parser() -> ArgumentParser:
-    (cuda_batches, cuda_warmup, cuda_repeats), (cpu_batches, cpu_warmup, cpu_repeats) = DEFAULTS.values()
+    cuda_batches, cuda_warmup, cuda_repeats = DEFAULTS["cuda"]
+    cpu_batches, cpu_warmup, cpu_repeats = DEFAULTS["cpu"]
     p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("fp16_profile"), help="output folder")
     p.add_argument("--batch-sizes", help=f"default {cuda_batches} on CUDA, {cpu_batches} on CPU")

@@ -204,6 +204,13 @@ def find(path: str | Path) -> Path:
     )
 
 
+
+def weights_file(ckpt: Path) -> Path:
+    """The weights a checkpoint is used with: its EMA where the run kept one, else the
+    trained weights."""
+    ema = ckpt / EMA_FILE
+    return ema if ema.exists() else ckpt / MODEL_FILE
+
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
     """Weights from a safetensors file; a corrupt or truncated file is a one-line error."""
     try:

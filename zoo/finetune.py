@@ -74,8 +74,7 @@ def source_state(cfg: ModelConfig) -> dict[str, Tensor]:
     if not path.is_dir():
         return _read(path, "model.init")
     ckpt = pick_checkpoint(path)  # a run dir, its checkpoints/ or one checkpoint folder
-    ema = ckpt / checkpoint.EMA_FILE
-    return checkpoint.load_weights(ema if ema.exists() else ckpt / checkpoint.MODEL_FILE)
+    return checkpoint.load_weights(checkpoint.weights_file(ckpt))
 
 
 def _read(path: str | Path, key: str) -> dict[str, Tensor]:

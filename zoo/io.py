@@ -4,6 +4,7 @@ state dicts, and quiet pretrained-weight downloads. Everything here treats files
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 import json
 import logging
 import os
@@ -13,8 +14,6 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from zoo.errors import ZooError, clip, first_line
 
@@ -79,6 +78,20 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+
+def read_json(path: Path, limit: int = 1 << 24) -> dict[str, Any]:
+    """A JSON object from a run folder (summary, env, eval results, a sweep's order); {}
+    when it is missing, not a regular file, over `limit` bytes, torn or not an object: a run
+    folder may be half written or hostile, and a report or sweep reads past such files."""
+    try:
+        if regular_stat(path).st_size > limit:
+            return {}
+        with open(path, "rb") as f:
+            data = json.loads(f.read(limit + 1))
+    except (OSError, ZooError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
 def open_rgb(path: str | Path, *, draft: int | None = None, exif: bool = False) -> Any:
     """An image file as an 8-bit RGB PIL image: the one image decoder of zoo and its tools.
 
@@ -89,6 +102,7 @@ def open_rgb(path: str | Path, *, draft: int | None = None, exif: bool = False) 
     reduced scale still at least that size; `exif` applies the EXIF orientation (phone
     photos). Anything unreadable is a one-line ZooError naming the file.
     """
+    import numpy as np
     from PIL import Image, ImageOps
 
     try:
@@ -150,3 +164,11 @@ def read_state_dict(path: str | Path, what: str = "--weights") -> dict[str, Tens
         raise ZooError(f"{what} {path}: expected a state dict, got {type(state).__name__}")
     return state
 
+
+def packaged_dir(package: str, folder: str) -> Path:
+    """A folder shipped inside zoo: `package` (e.g. zoo._plugins) when installed, else the
+    checkout's `folder` beside zoo/ (a source tree that was never installed)."""
+    try:
+        return Path(str(importlib.resources.files(package)))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[1] / folder

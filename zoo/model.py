@@ -12,7 +12,7 @@ at Scale" (https://arxiv.org/abs/2010.11929). Read top to bottom:
 
 Attention and positional embedding are plugins chosen by name in the recipe (registry kinds
 `attention` and `posemb`); the built-in ones live in plugins/attention and plugins/posemb.
-Their contracts are the two Protocols below. Attention maps come from `ViT.attention_maps`,
+Their contracts are Protocols in zoo.kinds. Attention maps come from `ViT.attention_maps`,
 which runs the plugins' explicit path; the normal forward neither returns nor keeps them.
 """
 

@@ -4,7 +4,6 @@ validate against zoo.schema, and import the plugins they name.
 
 from __future__ import annotations
 
-import importlib.resources
 import os
 import re
 import stat
@@ -15,7 +14,7 @@ from typing import Any
 import yaml
 
 from zoo.errors import ZooError, brief, clip, suggest
-from zoo.io import regular_stat
+from zoo.io import packaged_dir, regular_stat
 from zoo.registry import check_params, discover, parse_spec, registry
 from zoo.schema import Recipe, from_dict, safe_name
 
@@ -167,10 +166,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def recipes_dir() -> Path:
     """The recipes that come with zoo: `zoo._recipes` when installed, else this checkout's."""
-    try:
-        return Path(str(importlib.resources.files("zoo._recipes")))
-    except ModuleNotFoundError:  # zoo imported from a source tree that was never installed
-        return Path(__file__).resolve().parents[1] / "recipes"
+    return packaged_dir("zoo._recipes", "recipes")
 
 
 def list_recipes() -> list[tuple[str, Path, str]]:

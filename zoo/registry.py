@@ -8,7 +8,6 @@ recipe, written as `name` or `{name: {param: value}}`, and are checked before co
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.resources
 import importlib.util
 import inspect
 import os
@@ -21,9 +20,9 @@ from typing import Any
 
 from zoo import kinds
 from zoo.errors import ZooError, brief, clip, suggest
+from zoo.io import packaged_dir
 from zoo.typecheck import check_type
 
-KINDS = tuple(kinds.KINDS)
 
 @dataclass
 class Plugin:
@@ -114,12 +113,12 @@ def check_unique(kind: str, name: str, first: str, second: str) -> None:
                        "rename one of them")
 
 
-REGISTRIES: dict[str, Registry] = {kind: Registry(kind) for kind in KINDS}
+REGISTRIES: dict[str, Registry] = {kind: Registry(kind) for kind in kinds.KINDS}
 
 
 def registry(kind: str) -> Registry:
     if kind not in REGISTRIES:
-        raise ZooError(f"unknown plugin kind '{kind}'{suggest(kind, KINDS)}; kinds: {', '.join(KINDS)}")
+        raise ZooError(f"unknown plugin kind '{kind}'{suggest(kind, kinds.KINDS)}; kinds: {', '.join(kinds.KINDS)}")
     return REGISTRIES[kind]
 
 
@@ -208,10 +207,7 @@ _discovered = False  # built-ins and entry points loaded once
 
 def builtin_dir() -> Path:
     """The built-in plugins: `zoo._plugins` when installed, else this checkout's plugins/."""
-    try:
-        return Path(str(importlib.resources.files("zoo._plugins")))
-    except ModuleNotFoundError:  # zoo imported from a source tree that was never installed
-        return Path(__file__).resolve().parents[1] / "plugins"
+    return packaged_dir("zoo._plugins", "plugins")
 
 
 def _plugin_files(path: Path) -> list[Path]:

@@ -182,8 +182,7 @@ def load_checkpoint(
     recipe = load_recipe(recipe_path, overrides)
     load_plugins(recipe, str(recipe_path), plugins, trust_plugins)
     model = build_model(recipe.model)
-    ema = ckpt / checkpoint.EMA_FILE
-    checkpoint.load_model(model, ema if ema.exists() else ckpt / checkpoint.MODEL_FILE, recipe_path)
+    checkpoint.load_model(model, checkpoint.weights_file(ckpt), recipe_path)
     return model.eval(), recipe, run, ckpt.resolve()
 
 

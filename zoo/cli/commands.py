@@ -7,7 +7,13 @@ from pathlib import Path
 
 import click
 
-from zoo.cli.options import DEVICE_OPTION, PLUGINS_OPTION, SET_OPTION, TRUST_OPTION
+from zoo.cli.options import (
+    CHECKPOINT_OPTION,
+    DEVICE_OPTION,
+    PLUGINS_OPTION,
+    SET_OPTION,
+    TRUST_OPTION,
+)
 from zoo.errors import ZooError
 
 
@@ -154,8 +160,7 @@ def run(
               help="Another dataset (name or YAML mapping), e.g. --data '{cifar10: {download: false}}'.")
 @SET_OPTION
 @DEVICE_OPTION
-@click.option("--checkpoint", "which", default="last", show_default=True, metavar="last|best|PATH",
-              help="Which checkpoint of a run dir: its last, its best (by val accuracy), or a PATH.")
+@CHECKPOINT_OPTION
 @PLUGINS_OPTION
 @TRUST_OPTION
 @click.option("--out", type=click.Path(), help="Folder for eval_<split>.json and the figure "

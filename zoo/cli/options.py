@@ -18,3 +18,7 @@ DEVICE_OPTION = click.option(
     "--device", default="auto", show_default=True, metavar="auto|cpu|cuda|cuda:N",
     help="Where to compute: auto is CUDA when present, else the CPU.",
 )
+CHECKPOINT_OPTION = click.option(
+    "--checkpoint", "which", default="last", show_default=True, metavar="last|best|PATH",
+    help="Which checkpoint of a run dir: its last, its best (by val accuracy), or a PATH.",
+)

@@ -8,14 +8,10 @@ from typing import TYPE_CHECKING
 
 import click
 
-from zoo.cli.options import DEVICE_OPTION, PLUGINS_OPTION, TRUST_OPTION
+from zoo.cli.options import CHECKPOINT_OPTION, DEVICE_OPTION, PLUGINS_OPTION, TRUST_OPTION
 
 if TYPE_CHECKING:
     from zoo.predict import Prediction
-
-CHECKPOINT_OPTION = click.option(
-    "--checkpoint", "which", default="last", show_default=True, metavar="last|best|PATH",
-    help="Which checkpoint of a run dir: its last, its best (by val accuracy), or a PATH.")
 
 
 def _table(found: list[Prediction]) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -30,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooError, suggest
-from zoo.io import write_json
-from zoo.recipe import find_recipe, read_text, read_yaml, yaml_value
+from zoo.io import read_json, write_json
+from zoo.recipe import find_recipe, read_yaml, yaml_value
 
 SWEEP_KEYS = ("name", "base", "set", "cells", "grid")
 SAFE = re.compile(r"[^A-Za-z0-9_.=+,-]")  # no quoting in a shell, portable in a file name
@@ -217,8 +216,5 @@ def record_order(sweep: Sweep, out: Path) -> None:
 def cell_order(folder: Path) -> list[str]:
     """The cell names a sweep recorded in `folder`, in its order; [] when none did (read
     bounded, as anything in a run folder may be hostile)."""
-    try:
-        cells = json.loads(read_text(folder / ORDER_FILE)).get("cells")
-    except (ZooError, ValueError, AttributeError):
-        return []
+    cells = read_json(folder / ORDER_FILE).get("cells")
     return [c for c in cells if isinstance(c, str)] if isinstance(cells, list) else []

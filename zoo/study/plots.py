@@ -19,6 +19,10 @@ Plots = dict[str, tuple[str, bytes]]  # file name -> (title, PNG)
 Row = dict[str, Any]  # a run's row of the report table
 MAX_LEGEND = 10  # lines; more make a legend that hides the plot
 MAX_TICKS = 12  # a tick at each swept value, up to this many
+SCATTERS = {  # file: (result column, x label, what the title names)
+    "acc_vs_params.png": ("params", "parameters", "parameters"),
+    "acc_vs_throughput.png": ("img_per_s", "training images per second", "training throughput"),
+}
 
 
 def plots(runs: list[Run], rows: list[Row]) -> Plots:
@@ -38,10 +42,7 @@ def plots(runs: list[Run], rows: list[Row]) -> Plots:
         title = f"final {name} accuracy vs {' / '.join(axis)}"
         if png := _swept(done, axis, others, acc, title, f"final {name} accuracy (%)"):
             out[_file_name(axis[0], out)] = (title, png)
-    for file, x, xlabel, what in (
-        ("acc_vs_params.png", "params", "parameters", "parameters"),
-        ("acc_vs_throughput.png", "img_per_s", "training images per second", "training throughput"),
-    ):
+    for file, (x, xlabel, what) in SCATTERS.items():
         points = [(row[x], 100 * row[acc], row["run"]) for _, row in done
                   if row[x] is not None and row[acc] is not None]
         title = f"final {name} accuracy vs {what}"
@@ -72,7 +73,7 @@ def _file_name(key: str, taken: Plots) -> str:
     """`acc_vs_<key>.png`, safe as a file name whatever a run's recipe.yaml holds."""
     stem = f"acc_vs_{re.sub(r'[^A-Za-z0-9_.-]', '_', key)[:60]}"
     name, n = f"{stem}.png", 1
-    while name in taken or name in ("acc_vs_params.png", "acc_vs_throughput.png"):
+    while name in taken or name in SCATTERS:
         name, n = f"{stem}-{n}.png", n + 1
     return name
 

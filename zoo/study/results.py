@@ -7,7 +7,6 @@ sweep.json), else in natural order (patch_size=8 before patch_size=16).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooError
-from zoo.io import read_jsonl
+from zoo.io import read_json, read_jsonl
 from zoo.recipe import read_yaml, section_keys, yaml_value
 from zoo.runs import METRICS_FILE, RECIPE_FILE, SUMMARY_FILE
 from zoo.study.cells import cell_order
@@ -47,14 +46,6 @@ def logged_splits(runs: list[Run]) -> list[str]:
     """The splits the runs evaluated while training, val first; the first one is plotted."""
     found = {k.removesuffix("_acc") for r in runs for m in r.metrics for k in m}
     return [s for s in SPLIT_NAMES if s in found] or ["val"]
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _natural(path: Path) -> list[Any]:
@@ -97,12 +88,12 @@ def find_runs(roots: list[Path]) -> list[Run]:
     runs = []
     for p in paths:
         label = str(p.resolve().relative_to(common)) if len(paths) > 1 else p.name
-        evals = {f.stem.removeprefix("eval_"): _read_json(f) for f in sorted(p.glob("eval_*.json"))}
+        evals = {f.stem.removeprefix("eval_"): read_json(f) for f in sorted(p.glob("eval_*.json"))}
         runs.append(Run(
             path=p, label=label, recipe=section_keys(read_yaml(p / RECIPE_FILE)),
             metrics=[r for r in read_jsonl(p / METRICS_FILE)
                      if any(f"{s}_acc" in r for s in SPLIT_NAMES)],
-            summary=_read_json(p / SUMMARY_FILE), evals=evals, env=_read_json(p / "env.json"),
+            summary=read_json(p / SUMMARY_FILE), evals=evals, env=read_json(p / "env.json"),
         ))
     return runs
 

@@ -7,7 +7,6 @@ only what is missing. Progress goes through an `echo` callable (click.echo from 
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -21,6 +20,7 @@ from typing import Any
 
 from zoo.checkpoint import newest
 from zoo.errors import ZooError
+from zoo.io import read_json
 from zoo.recipe import load_recipe, resolve, section_keys
 from zoo.runs import RECIPE_FILE, SUMMARY_FILE
 from zoo.study.cells import Cell, Sweep, cell_overrides, record_order
@@ -40,11 +40,8 @@ class SweepInterrupted(KeyboardInterrupt):
 
 def cell_state(run_dir: Path) -> str:
     """finished | resume (has a checkpoint) | restart (started, no checkpoint) | new."""
-    try:
-        if json.loads((run_dir / SUMMARY_FILE).read_text()).get("status") == "finished":
-            return "finished"
-    except (OSError, ValueError, AttributeError):
-        pass
+    if read_json(run_dir / SUMMARY_FILE).get("status") == "finished":
+        return "finished"
     if newest(run_dir / "checkpoints") is not None:  # never "restart" (delete) over a checkpoint
         return "resume"
     if (run_dir / RECIPE_FILE).exists():

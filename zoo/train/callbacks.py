@@ -125,8 +125,9 @@ class TensorBoard(Callback):
         every = trainer.recipe.log.every_steps
         if not every or trainer.step % every:
             return
-        for tag, value in (("train/loss_step", loss.item()), ("train/lr_step", trainer.lr),
-                           ("train/grad_norm_step", grad_norm.item())):
+        loss_v, norm_v = torch.stack((loss.float(), grad_norm.float())).tolist()  # one sync
+        for tag, value in (("train/loss_step", loss_v), ("train/lr_step", trainer.lr),
+                           ("train/grad_norm_step", norm_v)):
             self.writer.add_scalar(tag, value, trainer.step)
 
     def after_eval(self, trainer: Trainer, metrics: dict[str, Any], best: bool) -> None:

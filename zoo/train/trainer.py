@@ -278,9 +278,9 @@ class Trainer:
             return False
         flag = torch.tensor([float(self._signal is not None)], device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if flag.item() and self._signal is None:
+        if (stop := bool(flag.item())) and self._signal is None:
             self._signal = signal.SIGTERM
-        return bool(flag.item())
+        return stop
 
     def _check_finite(self, loss: float) -> None:
         if not math.isfinite(loss):
