@@ -220,9 +220,9 @@ def test_resume_trains_a_finished_run_longer(source_run, tmp_path):
     assert load_recipe(run / "recipe.yaml").train.epochs == 2
 
 
-def test_a_lengthened_resume_locks_the_recipe_file_it_writes(tmp_path, monkeypatch):
-    """The run lock is flock on recipe.yaml, and the longer recipe replaces that file: the
-    new file is locked too, or a second resume could train the run at the same time."""
+def test_a_lengthened_resume_stays_locked_while_it_rewrites_the_recipe(tmp_path, monkeypatch):
+    """The longer recipe replaces recipe.yaml while the run is locked: the run stays locked
+    through training, or a second resume could train it at the same time."""
     from zoo.errors import ZooError
     from zoo.runs import RECIPE_FILE, lock_run
     from zoo.train import launch

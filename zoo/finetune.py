@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from einops import rearrange
 from torch import Tensor
 
@@ -24,7 +23,7 @@ from zoo import checkpoint
 from zoo.convert import check_timm_name, from_timm, how_to_get, timm_vit
 from zoo.errors import ZooError, clip
 from zoo.io import read_state_dict
-from zoo.model import ViT, resize_grid
+from zoo.model import ViT, resize_grid, resize_table
 from zoo.runs import pick_checkpoint
 from zoo.schema import ModelConfig
 
@@ -122,15 +121,14 @@ def _resize(model: ViT, name: str, src: Tensor, own: Tensor) -> tuple[Tensor, st
 
 def _resize_table(src: Tensor, own: Tensor, prefix: int, grid: tuple[int, int]) -> Tensor | None:
     """A position table [1, prefix + s*s, C] of another square grid, its patch rows resized
-    to `grid` (zoo.model.resize_grid, as the posemb plugins do at another image size), its
+    to `grid` (zoo.model.resize_table, as learned_1d does at another image size), its
     prefix rows kept; None where `src` or `own` is not such a table."""
     if src.ndim != 3 or src.shape[0] != 1 or src.shape[1] <= prefix:
         return None
     side = math.isqrt(src.shape[1] - prefix)
     if side * side != src.shape[1] - prefix or own.shape != (1, prefix + grid[0] * grid[1], src.shape[2]):
         return None
-    patches = resize_grid(rearrange(src[0, prefix:], "(h w) c -> h w c", h=side), grid)
-    return torch.cat([src[:, :prefix], rearrange(patches, "h w c -> 1 (h w) c")], dim=1)
+    return resize_table(src, prefix, (side, side), grid)
 
 
 def _resize_kernel(src: Tensor, own: Tensor) -> Tensor | None:

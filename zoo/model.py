@@ -51,6 +51,14 @@ def resize_grid(table: Tensor, size: tuple[int, int]) -> Tensor:
     return rearrange(t, "1 c h w -> h w c").to(table.dtype)
 
 
+def resize_table(table: Tensor, prefix: int, src: tuple[int, int], grid: tuple[int, int]) -> Tensor:
+    """A position table [1, prefix + sh*sw, C] of grid `src` with its patch rows resized to
+    `grid` (resize_grid) and its prefix rows ([CLS]) kept."""
+    patches = rearrange(table[0, prefix:], "(h w) c -> h w c", h=src[0])
+    patches = rearrange(resize_grid(patches, grid), "h w c -> 1 (h w) c")
+    return torch.cat([table[:, :prefix], patches], dim=1)
+
+
 class DropPath(nn.Module):
     """Stochastic depth (Huang et al. 2016): drop a sample's whole residual branch with prob p.
 

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from zoo import checkpoint, data
 from zoo.errors import ZooError
@@ -53,24 +53,40 @@ def new_run_dir(recipe: Recipe, out: str | Path | None = None) -> Path:
     return run
 
 
-def lock_run(run_dir: Path) -> IO[bytes]:
+class RunLock:
+    """An exclusive flock(2) on a run directory, held until `close()` (or the process ends)."""
+
+    def __init__(self, run_dir: Path):
+        import fcntl
+
+        self.fd = os.open(run_dir, os.O_RDONLY)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise ZooError(f"{run_dir}: another zoo process is training this run; wait for it "
+                           "or stop it, then zoo run --resume") from None
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def lock_run(run_dir: Path) -> RunLock:
     """Hold an exclusive lock on a run dir while this process trains it.
 
     Two processes training one run (two resumes, or a sweep started twice) would overwrite
-    each other's checkpoints. The lock is flock(2) on the run's recipe.yaml, so nothing is
-    written for it, and the OS drops it when the process dies, however it dies: a killed
-    run never stays locked. Keep the returned file open while training.
+    each other's checkpoints. The lock is flock(2) on the directory itself, so nothing is
+    written for it, files inside may be replaced (a lengthened recipe.yaml) under it, and the
+    OS drops it when the process dies, however it dies: a killed run never stays locked.
+    Keep it until training ends.
     """
-    import fcntl
-
-    f = open(run_dir / RECIPE_FILE, "rb")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise ZooError(f"{run_dir}: another zoo process is training this run; wait for it or "
-                       "stop it, then zoo run --resume") from None
-    return f
+    return RunLock(run_dir)
 
 
 def load_run(run_dir: str | Path) -> tuple[Path, Recipe]:

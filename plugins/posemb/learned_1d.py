@@ -1,10 +1,9 @@
 """Learned 1D positional embedding: one vector per token, the original ViT's choice."""
 
 import torch
-from einops import rearrange
 from torch import Tensor, nn
 
-from zoo.model import resize_grid
+from zoo.model import resize_table
 from zoo.registry import register
 
 
@@ -27,10 +26,7 @@ class LearnedPosEmb1d(nn.Module):
         """x: [B, prefix + gh*gw, C] -> same, plus the position of each token."""
         if tuple(grid) == self.grid_size:
             return x + self.pos_embed
-        p = self.num_prefix_tokens
-        table = rearrange(self.pos_embed[0, p:], "(h w) c -> h w c", h=self.grid_size[0])
-        patches = rearrange(resize_grid(table, grid), "h w c -> 1 (h w) c")
-        return x + torch.cat([self.pos_embed[:, :p], patches], dim=1)
+        return x + resize_table(self.pos_embed, self.num_prefix_tokens, self.grid_size, grid)
 
     def patch_embeddings(self) -> Tensor:
         """[gh*gw, C] for the trained grid."""

@@ -33,12 +33,10 @@ def fit(recipe: Recipe, run_dir: Path | None, resume: bool = False,
         box = [str(run_dir) if run_dir else None]
         dist.broadcast_object_list(box, src=0)
         run_dir = Path(box[0])
-    with contextlib.ExitStack() as locks:
-        if d.main and run_dir is not None:
-            locks.enter_context(lock_run(run_dir))  # before any work
-            if lengthened:  # a later plain --resume continues this schedule
-                atomic_write(run_dir / RECIPE_FILE, recipe.to_yaml())
-                locks.enter_context(lock_run(run_dir))  # the lock is on the file, now a new one
+    owner = d.main and run_dir is not None
+    with lock_run(run_dir) if owner else contextlib.nullcontext():  # before any work
+        if owner and lengthened:  # a later plain --resume continues this schedule
+            atomic_write(run_dir / RECIPE_FILE, recipe.to_yaml())
         return _fit_locked(recipe, run_dir, resume, d)
 
 
