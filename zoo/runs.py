@@ -166,12 +166,24 @@ def pick_checkpoint(source: str | Path, which: str = "last") -> Path:
     """The checkpoint folder of `source`: for a run dir, its `last` or `best` link (or a
     checkpoint PATH given as `which`); otherwise `source` itself names a checkpoint."""
     if which not in ("last", "best"):
-        return checkpoint.find(which)
+        ckpt = checkpoint.find(which)
+        _check_same_run(source, ckpt, which)
+        return ckpt
     link = Path(source) / "checkpoints" / which
     if (Path(source) / RECIPE_FILE).exists() and which == "best" and not link.exists():
         raise ZooError(f"{source}: no best checkpoint (runs that report the test set keep only "
                        "last; best follows val accuracy); use --checkpoint last")
     return checkpoint.find(link if link.exists() else source)
+
+
+def _check_same_run(source: str | Path, ckpt: Path, which: str) -> None:
+    """--checkpoint PATH chooses among SOURCE's own checkpoints: one of another run would be
+    read with that run's recipe, and its results written into that run under SOURCE's name."""
+    own = Path(source) if (Path(source) / RECIPE_FILE).exists() else run_of(checkpoint.find(source))
+    theirs = run_of(ckpt)
+    if own.resolve() != theirs.resolve():
+        raise ZooError(f"--checkpoint {which}: a checkpoint of the run {theirs.resolve()}, not of "
+                       f"{source}; to use it, give {theirs.resolve()} as the source instead")
 
 
 def load_trained(
