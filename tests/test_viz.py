@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from click.testing import CliRunner
 from PIL import Image
 
@@ -304,6 +305,49 @@ def test_compare_and_recipe_visualizers(quickstart_run, diff_run, tmp_path):
     assert result.stdout.split() == [str(tmp_path / f"compare_{n}.png") for n in ("rollout", "cls_attention")]
     one_line_error(CliRunner().invoke(cli, ["viz", str(quickstart_run), "--compare", str(diff_run),
                                                 "--visualizer", "dino"]), "draws no single map")
+
+
+def compared_labels(a: Subject, b: Subject) -> tuple[str, list[str]]:
+    """The title and column labels of a --compare figure of A and B."""
+    images = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+    visualizers = build_visualizers(["rollout"], "v")
+    with torch.no_grad():
+        fig = compare_figures(a, b, visualizers, images, ["x.png"])["compare_rollout"]
+    ax = fig.axes[0]
+    return ax.get_title(), [t.get_text() for t in ax.get_xticklabels()]
+
+
+def test_compare_tells_runs_of_one_recipe_apart(diff_run, tmp_path):
+    """Two cells of a sweep (one recipe, one attention) are labelled by their folders, two
+    checkpoints of one run by their steps; differing recipes keep their names."""
+    import shutil
+
+    cells = [tmp_path / "sweep" / cell for cell in ("p4", "p8")]
+    for cell in cells:
+        shutil.copytree(diff_run, cell, symlinks=True)
+    a, b = (load_subject(str(cell), need_images=False) for cell in cells)
+    assert compared_labels(a, b) == ("rollout: quickstart (diff), p4 vs quickstart (diff), p8",
+                                     ["input", "A: quickstart (diff), p4", "B: quickstart (diff), p8"])
+    twin = tmp_path / "other" / "p4"  # the same folder name elsewhere: one more part of its path
+    shutil.copytree(diff_run, twin, symlinks=True)
+    _, columns = compared_labels(a, load_subject(str(twin), need_images=False))
+    assert columns[1:] == ["A: quickstart (diff), sweep/p4", "B: quickstart (diff), other/p4"]
+
+    model, recipe, _ = load_trained(diff_run)
+    for step in (0, 7):  # best stays on step 0, last moves on: both are kept
+        checkpoint.save(diff_run / "checkpoints", step, model.state_dict(), {}, best=step == 0)
+    steps = [str(diff_run / "checkpoints" / f"step-{n:08d}") for n in (0, 7)]
+    _, columns = compared_labels(*(load_subject(s, need_images=False) for s in steps))
+    assert columns[1:] == ["A: quickstart (diff), step-00000000", "B: quickstart (diff), step-00000007"]
+
+    other = tmp_path / "mhsa"
+    other.mkdir()
+    mhsa = recipe.to_dict()
+    mhsa["model"]["attention"] = "mhsa"
+    (other / "recipe.yaml").write_text(yaml.safe_dump(mhsa))
+    checkpoint.save(other / "checkpoints", 0, build_model(mhsa["model"]).state_dict(), {})
+    _, columns = compared_labels(a, load_subject(str(other), need_images=False))
+    assert columns[1:] == ["A: quickstart (diff)", "B: quickstart (mhsa)"]
 
 
 def test_user_mistakes_are_one_line(quickstart_run, tmp_path):

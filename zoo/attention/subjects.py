@@ -58,6 +58,8 @@ class Subject:
     names: list[str] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
     visualizers: list[Any] = field(default_factory=list)  # the recipe's log.visualizers
+    run: Path | None = None  # the run dir and checkpoint folder it came from (not for timm)
+    checkpoint: Path | None = None
 
 
 def load_subject(source: str, weights: str | None = None, need_images: bool = True,
@@ -71,9 +73,9 @@ def load_subject(source: str, weights: str | None = None, need_images: bool = Tr
         return load_timm(source.removeprefix("timm:"), weights)
     if weights is not None:
         raise ZooError("--weights is for timm:MODEL sources; a run or checkpoint has its own weights")
-    from zoo.runs import load_trained, trained_on
+    from zoo.runs import load_checkpoint, trained_on
 
-    model, recipe, run = load_trained(source, plugins=plugins, trust_plugins=trust_plugins)
+    model, recipe, run, ckpt = load_checkpoint(source, plugins=plugins, trust_plugins=trust_plugins)
     stats = trained_on(run, recipe)
     images, names = None, []
     if need_images:
@@ -84,7 +86,7 @@ def load_subject(source: str, weights: str | None = None, need_images: bool = Tr
     label = f"{recipe.name} ({spec_name(recipe.model.attention)})"
     return Subject(model, label, tuple(stats["mean"]), tuple(stats["std"]),
                    run / "figures" / "viz", images, names, list(stats["classes"]),
-                   list(recipe.log.visualizers))
+                   list(recipe.log.visualizers), run.resolve(), ckpt)
 
 
 def load_timm(name: str, weights: str | None = None) -> Subject:
@@ -99,6 +101,28 @@ def load_timm(name: str, weights: str | None = None) -> Subject:
                    Path("viz") / f"timm-{name.replace('/', '_')}")
 
 
+def tails(p: Path, q: Path) -> tuple[str, str]:
+    """The shortest ends of two different paths that differ: `p4` and `p8` for two cells of a
+    sweep, `sweep/p4` and `other/p4` for two folders of one name."""
+    for k in range(1, max(len(p.parts), len(q.parts)) + 1):
+        if p.parts[-k:] != q.parts[-k:]:
+            return str(Path(*p.parts[-k:])), str(Path(*q.parts[-k:]))
+    return str(p), str(q)
+
+
+def compare_labels(a: Subject, b: Subject) -> tuple[str, str]:
+    """A's and B's labels, told apart where they are equal (two runs of one recipe, two
+    cells of a sweep): each with the end of its run dir's path that differs, or, for two
+    checkpoints of one run, its checkpoint's name."""
+    if a.label != b.label or a.run is None or b.run is None:
+        return a.label, b.label
+    paths = (a.run, b.run) if a.run != b.run else (a.checkpoint, b.checkpoint)
+    if paths[0] == paths[1]:  # one model twice
+        return a.label, b.label
+    ta, tb = tails(*paths)
+    return f"{a.label}, {ta}", f"{b.label}, {tb}"
+
+
 def compare_figures(a: Subject, b: Subject, visualizers: list[tuple[str, Any]], images: Tensor,
                     names: Sequence[str]) -> dict[str, Figure]:
     """For each visualizer with a `heatmap`: rows = images, labelled with A's and B's
@@ -107,6 +131,7 @@ def compare_figures(a: Subject, b: Subject, visualizers: list[tuple[str, Any]], 
     preds = [(f"pred {tag}", p) for tag, s, x in zip("AB", (a, b), xs, strict=True)
              if (p := predicted(s.model, x, s.classes)) is not None]
     labels = class_labels(names, preds)
+    titles = compare_labels(a, b)
     figures = {}
     for name, vis in visualizers:
         if not hasattr(vis, "heatmap"):
@@ -114,7 +139,8 @@ def compare_figures(a: Subject, b: Subject, visualizers: list[tuple[str, Any]], 
                 f"--compare: visualizer '{name}' draws no single map per image; "
                 f"compare with one of: {', '.join(COMPARE)}"
             )
-        cols = [(f"{tag}: {s.label}", vis.heatmap(s.model, x))
-                for tag, s, x in zip("AB", (a, b), xs, strict=True)]
-        figures[f"compare_{name}"] = heat_figure(f"{name}: {a.label} vs {b.label}", images, labels, cols)
+        cols = [(f"{tag}: {title}", vis.heatmap(s.model, x))
+                for tag, title, s, x in zip("AB", titles, (a, b), xs, strict=True)]
+        title = f"{name}: {titles[0]} vs {titles[1]}"
+        figures[f"compare_{name}"] = heat_figure(title, images, labels, cols)
     return figures
