@@ -136,6 +136,29 @@ def test_predict_bad_input_is_one_line(run, images, tmp_path):
                           "--top-k 0")
 
 
+def test_unreadable_files_are_reported_and_the_rest_predicted(run, images, tmp_path):
+    """`zoo predict photos/*.jpg --csv` with a broken, a missing and a folder among them: one
+    stderr line per bad file, every readable file predicted as it would be alone, exit 2."""
+    broken, missing, folder = tmp_path / "broken.jpg", tmp_path / "gone.jpg", tmp_path / "dir.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    folder.mkdir()
+    given = [images[0], str(broken), images[1], str(missing), str(folder), images[2]]
+    result = CliRunner().invoke(ZOO, ["predict", str(run), *given, "--csv", "--top-k", "1"])
+    assert result.exit_code == 2 and "Traceback" not in result.stderr, result.output
+    alone = CliRunner().invoke(ZOO, ["predict", str(run), *images, "--csv", "--top-k", "1"])
+    assert result.stdout == alone.stdout and len(result.stdout.splitlines()) == 1 + len(images)
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("checkpoint: ") and all(x.startswith("error: ") for x in lines[1:])
+    assert len(lines) == 4, result.stderr
+    for path, what in ((broken, "cannot read image"), (missing, "no such file"),
+                       (folder, "not a regular file")):
+        assert sum(f"{path}: {what}" in x for x in lines) == 1, (path, result.stderr)
+
+    bad = CliRunner().invoke(ZOO, ["predict", str(run), str(broken), str(missing)])
+    assert bad.exit_code == 2 and bad.stdout == "", bad.output
+    assert [x.split(":")[1].strip() for x in bad.stderr.splitlines()] == [str(broken), str(missing)]
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_export_torchscript_round_trips(run):
     result = CliRunner().invoke(ZOO, ["export", str(run), "--format", "torchscript"])

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
-from zoo.data import load_images, model_input
+from zoo.data import load_image, model_input
 from zoo.device import Dist, pick_device
 from zoo.errors import ZooError, clip, first_line
 from zoo.io import regular_stat
@@ -30,31 +31,56 @@ class Prediction:
     probs: list[float]
 
 
-def check_images(paths: Sequence[str | Path]) -> None:
-    """Refuse a missing path, a folder or a FIFO before the model loads: a typo should not
-    cost a checkpoint read, and a FIFO would block the decoder."""
+def refused(paths: Sequence[str | Path]) -> dict[str, str]:
+    """Why each missing path, folder or FIFO is refused, checked before the model loads: a
+    typo should not cost a checkpoint read, and a FIFO would block the decoder."""
+    why = {}
     for p in paths:
         try:
             regular_stat(Path(p))
         except FileNotFoundError:
-            raise ZooError(f"{clip(str(p))}: no such file") from None
+            why[str(p)] = f"{clip(str(p))}: no such file"
+        except ZooError as e:
+            why[str(p)] = str(e)
         except OSError as e:
-            raise ZooError(f"{clip(str(p))}: cannot read ({first_line(e)})") from e
+            why[str(p)] = f"{clip(str(p))}: cannot read ({first_line(e)})"
+    return why
+
+
+def decode(paths: Sequence[str | Path], size: int, why: dict[str, str],
+           failed: list[str]) -> tuple[list[str], Tensor | None]:
+    """The files of `paths` that decode, and their pixels (uint8 [n, 3, size, size]); the
+    reason each other file does not is appended to `failed`, in order."""
+    good, pixels = [], []
+    for p in paths:
+        if str(p) in why:
+            failed.append(why[str(p)])
+            continue
+        try:
+            pixels.append(load_image(p, size))
+            good.append(str(p))
+        except ZooError as e:
+            failed.append(str(e))
+    return good, torch.stack(pixels) if pixels else None
 
 
 @torch.no_grad()
 def predict(
     source: str | Path, images: Sequence[str | Path], top_k: int = 5, device: str = "auto",
     which: str = "last", plugins: Sequence[str | Path] = (), trust_plugins: bool = False,
-) -> tuple[Path, list[Prediction]]:
-    """The checkpoint read and each image's `top_k` classes (at most all of them).
+) -> tuple[Path | None, list[Prediction], list[str]]:
+    """The checkpoint read, each readable image's `top_k` classes (at most all of them), and
+    one line for each file that cannot be read: one bad file among many does not stop the
+    rest. With no file there at all, no checkpoint is read (None).
 
     Images are decoded one batch (the run's data.eval_batch_size) at a time, so a long list
     of files never sits in memory at once.
     """
     if top_k < 1:
         raise ZooError(f"--top-k {top_k}: must be 1 or more")
-    check_images(images)
+    why = refused(images)
+    if all(str(p) in why for p in images):
+        return None, [], [why[str(p)] for p in images]
     model, recipe, run, ckpt = load_checkpoint(source, None, which, plugins, trust_plugins)
     stats = trained_on(run, recipe)
     classes, cfg = list(stats["classes"]), recipe.model
@@ -67,12 +93,14 @@ def predict(
     dev = pick_device(device, Dist(), "--device")
     model.to(dev)
     k, batch = min(top_k, len(classes)), recipe.data.eval_batch_size
-    found = []
+    found: list[Prediction] = []
+    failed: list[str] = []
     for start in range(0, len(images), batch):
-        chunk = images[start:start + batch]
-        pixels, _ = load_images(chunk, cfg.img_size)
+        good, pixels = decode(images[start:start + batch], cfg.img_size, why, failed)
+        if pixels is None:
+            continue
         logits = model(model_input(model, pixels, stats["mean"], stats["std"]))
         top = logits.float().softmax(-1).topk(k, dim=-1)
-        for path, probs, ids in zip(chunk, top.values.tolist(), top.indices.tolist(), strict=True):
-            found.append(Prediction(str(path), [classes[i] for i in ids], probs))
-    return ckpt, found
+        for path, probs, ids in zip(good, top.values.tolist(), top.indices.tolist(), strict=True):
+            found.append(Prediction(path, [classes[i] for i in ids], probs))
+    return ckpt, found, failed

@@ -50,7 +50,9 @@ def predict_cmd(source: str, images: tuple[str, ...], top_k: int, as_csv: bool, 
                 device: str, plugin_paths: tuple[str, ...], trust_plugins: bool) -> None:
     """Classify IMAGES with a run dir or CHECKPOINT: the top classes and probabilities.
 
-    Needs no dataset: class names and normalisation come from the run.
+    Needs no dataset: class names and normalisation come from the run. A file that cannot
+    be read is named on stderr, one line each, and the rest are classified; the exit code
+    is then 2.
 
     \b
     zoo predict runs/quickstart/<timestamp> cat.png dog.jpg
@@ -58,9 +60,15 @@ def predict_cmd(source: str, images: tuple[str, ...], top_k: int, as_csv: bool, 
     """
     from zoo.predict import predict
 
-    ckpt, found = predict(source, images, top_k, device, which, plugin_paths, trust_plugins)
-    click.echo(f"checkpoint: {ckpt}", err=as_csv)  # stdout stays pure CSV
-    click.echo(_csv(found) if as_csv else _table(found), nl=not as_csv)
+    ckpt, found, failed = predict(source, images, top_k, device, which, plugin_paths,
+                                  trust_plugins)
+    if found:
+        click.echo(f"checkpoint: {ckpt}", err=as_csv)  # stdout stays pure CSV
+        click.echo(_csv(found) if as_csv else _table(found), nl=not as_csv)
+    for line in failed:  # after the table, where a terminal still shows them
+        click.echo(f"error: {line}", err=True)
+    if failed:
+        raise click.exceptions.Exit(2)
 
 
 @click.command("export")
