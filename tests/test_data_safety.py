@@ -294,6 +294,9 @@ def test_images_over_the_pixel_cap_are_refused_before_decoding(tmp_path, monkeyp
     data = imagefolder(tmp_path)
     msg = one_line_error(lambda: data[0])
     assert str(huge) in msg and "10000x10000" in msg and "megapixel limit" in msg
+    header_only_png(huge, 15_000, 15_000)  # 225 megapixels: PIL refuses it before zoo looks
+    assert one_line_error(lambda: imagefolder(tmp_path)[0]) == msg.replace(
+        "10000x10000 image (100 megapixels)", "image (225 megapixels)")
 
     Image.fromarray(np.zeros((20, 20), np.uint8)).save(huge)  # now 400 pixels
     assert imagefolder(tmp_path)[0][0].shape == (3, 16, 16)

@@ -368,10 +368,13 @@ def test_user_mistakes_are_one_line(quickstart_run, tmp_path):
 
 
 def png_header(width: int, height: int) -> bytes:
-    """A PNG that claims a size and holds no pixels: what a decompression bomb starts with."""
+    """A PNG that claims a size and holds almost no pixels: what a decompression bomb is."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = b"IHDR" + ihdr
-    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
 
 
 def test_images_are_converted_or_refused(tmp_path):
@@ -393,8 +396,10 @@ def test_images_are_converted_or_refused(tmp_path):
     (tmp_path / "truncated.png").write_bytes(data[: len(data) // 2])
     (tmp_path / "text.png").write_text("hello")
     (tmp_path / "bomb.png").write_bytes(png_header(20000, 20000))
-    for name in ("truncated.png", "text.png", "bomb.png", "missing.png"):
-        with pytest.raises(ZooError, match=rf"{name}: cannot read image") as e:
+    for name, why in (("truncated.png", "cannot read image"), ("text.png", "cannot read image"),
+                      ("bomb.png", r"image \(400 megapixels\) is over the 89-megapixel limit"),
+                      ("missing.png", "cannot read image")):
+        with pytest.raises(ZooError, match=rf"{name}: {why}") as e:
             load_image(tmp_path / name, 32)
         assert "\n" not in str(e.value)
 

@@ -8,6 +8,7 @@ import importlib.resources
 import json
 import logging
 import os
+import re
 import stat
 import tempfile
 import warnings
@@ -78,7 +79,6 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-
 def read_json(path: Path, limit: int = 1 << 24) -> dict[str, Any]:
     """A JSON object from a run folder (summary, env, eval results, a sweep's order); {}
     when it is missing, not a regular file, over `limit` bytes, torn or not an object: a run
@@ -91,6 +91,15 @@ def read_json(path: Path, limit: int = 1 << 24) -> dict[str, Any]:
     except (OSError, ZooError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _too_big(path: str | Path, pixels: int | None, size: str = "") -> ZooError:
+    """The one message for an image over MAX_IMAGE_PIXELS, whether zoo saw it or PIL (which
+    refuses an image of over twice its own limit before zoo can look)."""
+    claimed = f" ({pixels / 1e6:.0f} megapixels)" if pixels else ""
+    return ZooError(f"{path}: {size}image{claimed} is over the {MAX_IMAGE_PIXELS / 1e6:.0f}-"
+                    "megapixel limit (zoo.io.MAX_IMAGE_PIXELS); downscale or delete the file")
+
 
 def open_rgb(path: str | Path, *, draft: int | None = None, exif: bool = False) -> Any:
     """An image file as an 8-bit RGB PIL image: the one image decoder of zoo and its tools.
@@ -109,12 +118,8 @@ def open_rgb(path: str | Path, *, draft: int | None = None, exif: bool = False) 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
             with Image.open(path) as im:
-                pixels = im.width * im.height
-                if pixels > MAX_IMAGE_PIXELS:
-                    raise ZooError(
-                        f"{path}: {im.width}x{im.height} image ({pixels / 1e6:.0f} megapixels) "
-                        f"is over the {MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel limit "
-                        "(zoo.io.MAX_IMAGE_PIXELS); downscale or delete the file")
+                if im.width * im.height > MAX_IMAGE_PIXELS:
+                    raise _too_big(path, im.width * im.height, f"{im.width}x{im.height} ")
                 if draft:
                     im.draft("RGB", (draft, draft))
                 img = ImageOps.exif_transpose(im) if exif else im
@@ -125,7 +130,10 @@ def open_rgb(path: str | Path, *, draft: int | None = None, exif: bool = False) 
                     rgba = img.convert("RGBA")
                     img = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
                 return img.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:  # over twice PIL's limit: PIL refuses first
+        claimed = re.search(r"\((\d+) pixels\)", str(e))
+        raise _too_big(path, int(claimed[1]) if claimed else None) from e
+    except (OSError, ValueError) as e:
         raise ZooError(f"{path}: cannot read image ({first_line(e)}); fix or delete the file") from e
 
 
