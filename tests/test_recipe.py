@@ -75,3 +75,49 @@ def test_base_cycle_is_reported(tmp_path):
 def test_missing_recipe_file(tmp_path):
     with pytest.raises(ZooError, match="recipe file not found"):
         load_recipe(tmp_path / "nope.yaml")
+
+
+def test_a_key_given_twice_names_the_key_and_both_lines(tmp_path):
+    path = write(tmp_path / "r.yaml", "train:\n  epochs: 1\n  lr: 1.0e-3\n  epochs: 2\n")
+    with pytest.raises(ZooError, match=r"r\.yaml:4: duplicate key train\.epochs, first at line 2"):
+        load_recipe(path)
+    with pytest.raises(ZooError, match=r"--set .*: duplicate key depth"):
+        load_recipe(write(tmp_path / "ok.yaml", "{}\n"), ["model={depth: 2, depth: 3}"])
+
+
+def test_a_tab_in_a_recipe_says_yaml_indents_with_spaces(tmp_path):
+    path = write(tmp_path / "r.yaml", "train:\n\tepochs: 1\n")
+    with pytest.raises(ZooError, match=r"r\.yaml:2:1: malformed YAML: a tab character; YAML "
+                                       r"indents with spaces only"):
+        load_recipe(path)
+
+
+def test_set_mistakes_are_blamed_on_set_and_the_files_on_the_file(tmp_path):
+    path = write(tmp_path / "r.yaml", "train: {epochs: 1}\n")
+    with pytest.raises(ZooError, match=r"^--set train\.epoch=1: train\.epoch: unknown key "
+                                       r"\(did you mean epochs\?\)"):
+        load_recipe(path, ["train.epoch=1"])
+    with pytest.raises(ZooError, match=r"^--set: model\.depth: -1 must be 1 or more"):
+        load_recipe(path, ["model.depth=-1"])
+    bad = write(tmp_path / "bad.yaml", "train: {epoch: 1}\n")
+    with pytest.raises(ZooError, match=r"bad\.yaml: train\.epoch: unknown key"):
+        load_recipe(bad, ["model.depth=2"])
+    # inside a plugin spec, keys are the plugin's parameters: checked against its signature
+    assert load_recipe(path, ["model.attention.diff.lambda_init=0.5"]).model.attention == {
+        "diff": {"lambda_init": 0.5}}
+
+
+def test_a_sweep_file_given_as_a_recipe_says_to_use_zoo_sweep(tmp_path):
+    path = write(tmp_path / "s.yaml", "base: r.yaml\nset: {train.epochs: 1}\ngrid: {model.depth: [1, 2]}\n")
+    with pytest.raises(ZooError, match=r"s\.yaml: a sweep file .* run it with `zoo sweep "):
+        load_recipe(path)
+
+
+def test_an_unknown_device_is_refused_wherever_a_recipe_is_read(tmp_path):
+    path = write(tmp_path / "r.yaml", "train: {device: gpu}\n")
+    with pytest.raises(ZooError, match=r"train\.device: unknown device 'gpu'; use auto, cpu"):
+        load_recipe(path)
+    fine = write(tmp_path / "fine.yaml", "train: {device: cpu}\n")
+    assert load_recipe(fine, ["train.device=cuda:1"]).train.device == "cuda:1"
+    with pytest.raises(ZooError, match=r"^--set: train\.device: unknown device 'cuda1'"):
+        load_recipe(fine, ["train.device=cuda1"])

@@ -6,12 +6,16 @@ The one home of device choice for training, evaluation and visualisation alike.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
-
-import torch
-import torch.distributed as dist
+from typing import TYPE_CHECKING
 
 from zoo.errors import ZooError
+
+if TYPE_CHECKING:  # torch loads on first use: recipes are validated without it (zoo list)
+    import torch
+
+DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")  # what a device option or train.device names
 
 
 def is_main_process() -> bool:
@@ -33,6 +37,9 @@ class Dist:
 
 
 def setup_distributed(device_pref: str) -> Dist:
+    import torch
+    import torch.distributed as dist
+
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Dist()
@@ -42,13 +49,20 @@ def setup_distributed(device_pref: str) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def check_device_name(pref: str, where: str = "train.device") -> None:
+    """`pref` is a device zoo knows by name (whether this machine has it is pick_device's)."""
+    if not DEVICE.fullmatch(pref):
+        raise ZooError(f"{where}: unknown device '{pref}'; use auto, cpu, cuda or cuda:N")
+
+
 def pick_device(pref: str, d: Dist, where: str = "train.device") -> torch.device:
     """The device `pref` names (auto, cpu, cuda, cuda:N; under DDP each rank's own GPU);
     errors name `where`, the recipe key or option it came from."""
+    import torch
+
+    check_device_name(pref, where)
     if pref == "auto":
         pref = "cuda" if torch.cuda.is_available() else "cpu"
-    if pref != "cpu" and pref != "cuda" and not (pref.startswith("cuda:") and pref[5:].isdigit()):
-        raise ZooError(f"{where}: unknown device '{pref}'; use auto, cpu, cuda or cuda:N")
     if pref == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
@@ -64,6 +78,8 @@ def pick_device(pref: str, d: Dist, where: str = "train.device") -> torch.device
 
 def seed_everything(seed: int, deterministic: bool) -> None:
     """Seed torch; `deterministic` also makes its kernels deterministic (slower, exact)."""
+    import torch
+
     torch.manual_seed(seed)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -73,5 +89,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 def sync(device: torch.device) -> None:
     """Wait for the device (CUDA) to finish its queued work; a no-op on a CPU."""
+    import torch
+
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -4,9 +4,12 @@ validate against zoo.schema, and import the plugins they name.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
 import re
 import stat
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -72,6 +75,8 @@ def parse_yaml(text: str, where: str, lines: bool = True) -> Any:
         if node is not None and _expanded(node, {}) > MAX_EXPANDED:
             raise ZooError(f"{where}: YAML aliases (*name) expand to more than {MAX_EXPANDED} "
                            "characters or refer to themselves; write the values out instead")
+        if node is not None:
+            _check_unique_keys(node, where, lines)
         return None if node is None else loader.construct_document(node)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
@@ -80,6 +85,8 @@ def parse_yaml(text: str, where: str, lines: bool = True) -> Any:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         # PyYAML quotes tags and anchors from the text: keep the file's content out of it
         problem = re.sub(r"'(?!<)[^'\s]{4,}'", "'...'", problem)
+        if mark and _char_at(text, mark.line, mark.column) == "\t":
+            problem = "a tab character; YAML indents with spaces only: replace the tab with spaces"
         raise ZooError(f"{at}: malformed YAML: {problem}") from e
     except (ValueError, TypeError, OverflowError) as e:  # a date 2020-13-01, a 5000-digit int
         raise ZooError(f"{where}: malformed YAML: a value cannot be read "
@@ -88,6 +95,38 @@ def parse_yaml(text: str, where: str, lines: bool = True) -> Any:
         raise ZooError(f"{where}: malformed YAML: nested too deeply") from None
     finally:
         loader.dispose()
+
+
+def _char_at(text: str, line: int, column: int) -> str:
+    rows = text.splitlines()
+    return rows[line][column] if line < len(rows) and column < len(rows[line]) else ""
+
+
+def _check_unique_keys(node: yaml.Node, where: str, lines: bool, path: str = "",
+                       seen: set[int] | None = None) -> None:
+    """A key given twice in one mapping is an error naming it and both lines (PyYAML would
+    keep the last silently); without `lines`, a one-line --set value, no lines to name."""
+    seen = set() if seen is None else seen
+    if id(node) in seen:  # an alias: its node was checked where it was defined
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_unique_keys(item, where, lines, f"{path}[{i}]", seen)
+    elif isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else None
+            if name is not None and name != "<<":
+                dotted = clip(f"{path}.{name}" if path else name)
+                if name in first:
+                    at = (f"{where}:{key.start_mark.line + 1}: duplicate key {dotted}, first at "
+                          f"line {first[name]}" if lines else f"{where}: duplicate key {dotted}")
+                    raise ZooError(f"{at}; keep one of them")
+                first[name] = key.start_mark.line + 1
+                _check_unique_keys(value, where, lines, dotted, seen)
+            else:
+                _check_unique_keys(value, where, lines, path, seen)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -119,6 +158,9 @@ def _load_raw(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path in seen:
         raise ZooError(f"{path}: base recipes form a cycle: {' -> '.join(map(str, seen + (path,)))}")
     data = read_yaml(path)
+    if "cells" in data or "grid" in data:
+        raise ZooError(f"{clip(str(path))}: a sweep file (it has cells: or grid:), not a "
+                       f"recipe; run it with `zoo sweep {clip(str(path))}`")
     if "plugins" in data:
         plugins = data["plugins"]
         if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
@@ -202,8 +244,29 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     path = find_recipe(path)
     data = _load_raw(path)
     data.setdefault("name", safe_name(path.stem))
-    data = apply_overrides(data, list(overrides or []))
-    return from_dict(data, source=str(path))
+    if not overrides:
+        return from_dict(data, source=str(path))
+    from_dict(copy.deepcopy(data), source=str(path))  # the file's own mistakes are the file's
+    for item in overrides:
+        check_override_key(item)
+    return from_dict(apply_overrides(data, list(overrides)), source="--set")
+
+
+def check_override_key(item: str) -> None:
+    """`--set KEY=VALUE` names a recipe key (down to a plugin spec, whose inside is the
+    plugin's to check), so a typo is blamed on the --set that made it."""
+    keys, _ = parse_override(item)
+    cls: Any = Recipe
+    for depth, key in enumerate(keys):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if key not in fields:
+            dotted = ".".join(keys[: depth + 1])
+            raise ZooError(f"--set {clip(item)}: {clip(dotted)}: unknown key"
+                           f"{suggest(key, fields)}; valid keys: {', '.join(fields)}")
+        hint = typing.get_type_hints(cls)[key]
+        if not dataclasses.is_dataclass(hint):
+            return
+        cls = hint
 
 
 def plugin_specs(recipe: Recipe) -> list[tuple[str, Any, str]]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from zoo.device import check_device_name
 from zoo.errors import ZooError, brief, clip, suggest
 from zoo.typecheck import check_type
 
@@ -210,6 +211,7 @@ def from_dict(data: dict[str, Any], source: str = "recipe") -> Recipe:
     if isinstance(recipe.train.compile, str) and recipe.train.compile != "cuda":
         raise ZooError(f"{source}: train.compile: '{clip(recipe.train.compile)}' is not one of "
                        f"true, false, cuda{suggest(recipe.train.compile, ['cuda'])}")
+    check_device_name(recipe.train.device, f"{source}: train.device")
     splits = recipe.data.eval_splits
     if not splits or len(set(splits)) < len(splits) or not set(splits) <= {"val", "test"}:
         raise ZooError(f"{source}: data.eval_splits: {brief(splits)} must name val, test or both, "
