@@ -29,7 +29,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from zoo.data import TensorData, build_augment, make_loader, normalize, to_float
+from zoo.data import TensorData, build_augment, normalize, to_float
+from zoo.loaders import make_loader
 from zoo.recipe import load_recipe
 from zoo.registry import discover, register
 from zoo.train.trainer import Trainer

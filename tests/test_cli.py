@@ -127,6 +127,8 @@ def test_list_unknown_kind_is_one_line():
     result = CliRunner().invoke(cli, ["list", "atention"])
     assert result.exit_code == 2
     assert "unknown plugin kind 'atention' (did you mean attention?)" in result.output
+    recipe = CliRunner().invoke(cli, ["list", "recipe"])
+    assert recipe.exit_code == 2 and "(did you mean recipes?)" in recipe.output
 
 
 def test_file_dropped_into_builtin_folder_is_listed(tmp_path):
@@ -165,6 +167,24 @@ def test_show_resolves_overrides():
                                       "--set", "model.depth=3", "--set", "train.lr=2e-4"])
     assert result.exit_code == 0, result.output
     assert "depth: 3" in result.output and "lr: 0.0002" in result.output
+
+
+@pytest.mark.parametrize("command", [["show"], ["run", "--dry-run"]])
+def test_show_checks_what_a_dry_run_checks(command, tmp_path):
+    """One validation for both: a device name zoo does not know, a plugin whose constructor
+    refuses its value, and a figure the model cannot serve (a warning: training skips it)."""
+    from tests.test_readme import readme_plugin
+
+    quickstart = str(ROOT / "recipes" / "quickstart.yaml")
+    device = CliRunner().invoke(cli, [*command, quickstart, "--set", "train.device=gpu"])
+    assert device.exit_code == 2 and "train.device: unknown device 'gpu'" in device.output
+    vis = CliRunner().invoke(cli, [*command, quickstart,
+                                   "--set", "log.visualizers=[{rollout: {fusion: avg}}]"])
+    assert vis.exit_code == 2 and "fusion must be mean, max or min" in vis.output, vis.output
+    toy = CliRunner().invoke(cli, [*command, quickstart, "--plugins", str(readme_plugin(tmp_path)),
+                                   "--set", "model.attention=linear_mix"])
+    assert toy.exit_code == 0, toy.output
+    assert "visualizer 'rollout' skipped: attention 'linear_mix' has no return_attn" in toy.output
 
 
 USAGE = {

@@ -14,18 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from zoo.data import (
-    DeviceLoader,
-    FolderData,
-    MapLoader,
-    TensorData,
-    build_datasets,
-    epoch_order,
-    make_loader,
-    normalize,
-    to_float,
-)
+from zoo.data import FolderData, TensorData, build_datasets, normalize, to_float
 from zoo.errors import ZooError
+from zoo.loaders import DeviceLoader, MapLoader, epoch_order, make_loader
 from zoo.registry import builtin_dir, load_file, registry
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]

@@ -17,7 +17,7 @@ from tests.test_data import write_cifar10
 from zoo.cli import cli
 from zoo.train.optim import lr_at, soft_cross_entropy
 
-STEP_TAGS = ("train/loss_step", "train/lr_step", "train/grad_norm_step")
+STEP_TAGS = ("step/loss", "step/lr", "step/grad_norm")
 
 TINY = """
 name: tiny
@@ -81,7 +81,7 @@ def test_quickstart_as_a_user_runs_it(quickstart_run):
     events = EventAccumulator(str(out), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
     events.Reload()
     tags = events.Tags()
-    for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "throughput/img_per_s",
+    for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "train/lr", "train/img_per_s",
                 "train/grad_norm"):
         assert tag in tags["scalars"], tag
     assert len(events.Scalars("val/acc")) == summary["epochs"]
@@ -104,7 +104,7 @@ def test_tensorboard_logs_every_n_steps_without_changing_the_run(tmp_path):
     for tag in STEP_TAGS:
         assert [e.step for e in events.Scalars(tag)] == [2, 4, 6, 8], tag
     lrs = [lr_at(s - 1, total=8, warmup=4, lr=2e-3, min_lr=1e-5) for s in (2, 4, 6, 8)]
-    assert [e.value for e in events.Scalars("train/lr_step")] == pytest.approx(lrs)
+    assert [e.value for e in events.Scalars("step/lr")] == pytest.approx(lrs)
     assert all(math.isfinite(e.value) for e in events.Scalars("train/loss_step"))
     off = EventAccumulator(str(runs[0])).Reload().Tags()["scalars"]
     assert "train/loss" in off and not set(STEP_TAGS) & set(off)
@@ -300,5 +300,29 @@ def test_visualizers_are_logged_to_tensorboard(tmp_path):
     events = EventAccumulator(str(out), size_guidance={"images": 0})
     events.Reload()
     tags = events.Tags()["images"]
-    assert "train/augmented_batch" in tags
+    assert "data/augmented_batch" in tags
     assert any(t.startswith("viz/rollout") for t in tags) and any(t.startswith("viz/dino") for t in tags), tags
+
+
+def test_a_dry_run_without_the_data_downloads_nothing_and_still_sizes_the_run(tmp_path, monkeypatch):
+    """CIFAR-10 absent: no download is tried, nothing is written, and the summary gives the
+    model, steps and step mode from the dataset's known size, with how to get the data."""
+    import torchvision.datasets.utils
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a dry run downloaded")
+
+    monkeypatch.setattr(torchvision.datasets.utils, "download_url", no_download)
+    root = tmp_path / "data"
+    dry = CliRunner().invoke(cli, ["run", str(ROOT / "recipes" / "vit_p4.yaml"), "--dry-run",
+                                   "--set", f"data.root={root}"])
+    assert dry.exit_code == 0, dry.output
+    assert "data:       50000 train / 10000 test images (x3 per epoch), 10 classes (its known " \
+           "size: the files are not here)" in dry.output
+    assert f"missing:    cifar10: not found in {root}/" in dry.output and "cifar-10-python.tar.gz" in dry.output
+    assert "schedule:   117100 steps (1171/epoch)" in dry.output and "2.70M parameters" in dry.output
+    assert not root.exists()
+    held_out = CliRunner().invoke(cli, ["run", str(ROOT / "recipes" / "vit_p4.yaml"), "--dry-run",
+                                        "--set", f"data.root={root}", "--set", "data.eval_splits=[val]",
+                                        "--set", "data.dataset={cifar10: {val_size: 5000}}"])
+    assert held_out.exit_code == 0 and "45000 train / 5000 val images" in held_out.output

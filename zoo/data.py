@@ -4,15 +4,13 @@ A training batch flows: uint8 images on the device -> `to_float` -> augment ops 
 order) -> `normalize` -> model. Datasets that fit in memory (CIFAR, shapes) come back as
 `TensorData` and live on the training device as uint8, cut into batches there (as the
 fastest CIFAR trainers do: no workers, no per-step host syncs); other datasets are
-map-style (`FolderData`) and go through a torch DataLoader with workers. Both loaders order
-an epoch by the same pure function of (seed, epoch, rank, world_size), so a run resumes
-mid-epoch exactly (`start_step`) and DDP ranks read disjoint shards of one permutation.
+map-style (`FolderData`) and go through a torch DataLoader with workers (zoo.loaders).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +19,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from zoo.errors import ZooError
 from zoo.io import open_rgb
-from zoo.registry import build, spec_name
+from zoo.registry import build, parse_spec, registry, spec_name
 
 SPLITS = ("train", "val", "test")
 DATA_FILE = "data.json"  # in a run dir: the classes and normalisation the model trained with
@@ -46,6 +44,7 @@ class TensorData:
     mean: tuple[float, ...]  # per channel, of images scaled to [0, 1]
     std: tuple[float, ...]
     masks: Tensor | None = None  # [N, H, W] bool: where the object is (shapes)
+    missing: str | None = None  # a stand-in of the known size for absent files (DataMissing)
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -108,161 +107,48 @@ def resize_images(images: Tensor, size: int, chunk: int = 1024) -> Tensor:
     return torch.cat(out)
 
 
+class DataMissing(ZooError):
+    """A dataset's files are absent and it may not download them; says how to get them, and
+    what the data would be (images per split, classes, normalisation) so that a dry run can
+    still size the run."""
+
+    def __init__(self, message: str, *, sizes: dict[str, int], classes: int,
+                 mean: tuple[float, ...], std: tuple[float, ...], chans: int = 3):
+        super().__init__(message)
+        self.sizes, self.classes, self.mean, self.std, self.chans = sizes, classes, mean, std, chans
+
+    def stand_in(self, split: str, img_size: int) -> TensorData:
+        """The split at its known size: one black image repeated (a view: no memory)."""
+        n = self.sizes.get(split, 0)
+        images = torch.zeros(1, self.chans, img_size, img_size, dtype=torch.uint8)
+        return TensorData(images.expand(n, -1, -1, -1), torch.zeros(1, dtype=torch.int64).expand(n),
+                          [f"class {i}" for i in range(self.classes)], self.mean, self.std,
+                          missing=str(self))
+
+
 def build_datasets(spec: Any, splits: Sequence[str], img_size: int, root: str,
-                   path: str = "data.dataset") -> dict[str, TensorData | Dataset]:
-    """Build the recipe's dataset plugin once per split: {split: TensorData or Dataset}."""
+                   path: str = "data.dataset",
+                   offline: bool = False) -> dict[str, TensorData | Dataset]:
+    """Build the recipe's dataset plugin once per split: {split: TensorData or Dataset}.
+    `offline` (a dry run): a plugin with a `download` parameter downloads nothing, and one
+    whose files are absent gives stand-ins of its known size (DataMissing)."""
+    if offline:
+        name, params = parse_spec(spec, path)
+        if "download" in registry("dataset").get(name, path).signature.parameters:
+            spec = {name: {**params, "download": False}}
     out = {}
     for split in splits:
-        data = build("dataset", spec, path=path, split=split, img_size=img_size, root=root)
+        try:
+            data = build("dataset", spec, path=path, split=split, img_size=img_size, root=root)
+        except DataMissing as e:
+            if not offline:
+                raise
+            data = e.stand_in(split, img_size)
         if not isinstance(data, TensorData | Dataset) or not hasattr(data, "classes"):
             raise ZooError(f"{path}: the dataset plugin returned {type(data).__name__}; "
                            "expected zoo.data.TensorData or a Dataset with classes/mean/std")
         out[split] = data
     return out
-
-
-# ---------------------------------------------------------------------------------------
-# Loaders
-
-
-def epoch_order(n: int, *, epoch: int, seed: int, shuffle: bool, rank: int = 0,
-                world_size: int = 1, batch_size: int = 1, drop_last: bool = False,
-                repeats: int = 1) -> Tensor:
-    """This rank's sample indices for one epoch (CPU int64): a pure function of its args.
-
-    Every rank draws the same permutation and takes every world_size-th index from `rank`.
-    With drop_last each rank gets the same number of whole batches (DDP steps in lockstep);
-    without it the shards are disjoint and together cover all n samples exactly once.
-    `repeats` > 1 is repeated augmentation (Hoffer et al. 2020; DeiT's RASampler): each index
-    appears that many times in a row, so its copies, augmented independently, fall into one
-    batch or, under DDP, onto neighbouring ranks; the epoch is `repeats` times longer.
-    """
-    if shuffle:
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-    else:
-        order = torch.arange(n)
-    order = order.repeat_interleave(repeats)
-    if drop_last:
-        order = order[: len(order) - len(order) % world_size]
-    order = order[rank::world_size]
-    if drop_last:
-        order = order[: len(order) - len(order) % batch_size]
-    return order
-
-
-class _Loader:
-    """What both loaders share: the epoch order and its length in steps."""
-
-    def __init__(self, n: int, batch_size: int, device: torch.device | str, *, shuffle: bool,
-                 drop_last: bool, seed: int, rank: int, world_size: int, repeats: int = 1):
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is outside world_size {world_size}")
-        self.n, self.batch_size, self.device = n, batch_size, torch.device(device)
-        self.shuffle, self.drop_last, self.seed, self.repeats = shuffle, drop_last, seed, repeats
-        self.rank, self.world_size = rank, world_size
-        self.num_samples = len(self._order(0))  # this rank's samples per epoch
-
-    def _order(self, epoch: int) -> Tensor:
-        return epoch_order(self.n, epoch=epoch, seed=self.seed, shuffle=self.shuffle,
-                           rank=self.rank, world_size=self.world_size,
-                           batch_size=self.batch_size, drop_last=self.drop_last,
-                           repeats=self.repeats)
-
-    def order(self, epoch: int, start_step: int = 0) -> Tensor:
-        """Indices this rank reads in `epoch`, from batch `start_step` on."""
-        if not 0 <= start_step <= len(self):
-            raise ValueError(f"start_step {start_step} is outside the epoch's {len(self)} steps")
-        return self._order(epoch)[start_step * self.batch_size:]
-
-    def __len__(self) -> int:
-        """Steps per epoch on this rank."""
-        return -(-self.num_samples // self.batch_size)
-
-
-class DeviceLoader(_Loader):
-    """Batches of a TensorData held on the device as uint8, gathered by index there.
-
-    `epoch(e, start_step=k)` yields the batches of epoch e from step k on; the only host to
-    device copy per epoch is the index order. With on_device=False the images stay in host
-    memory (pinned when the device is CUDA) and each batch is copied over.
-    """
-
-    def __init__(self, data: TensorData, batch_size: int, device: torch.device | str, *,
-                 shuffle: bool, drop_last: bool, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, on_device: bool = True, repeats: int = 1):
-        super().__init__(len(data), batch_size, device, shuffle=shuffle, drop_last=drop_last,
-                         seed=seed, rank=rank, world_size=world_size, repeats=repeats)
-        self.data = data
-        store = self.device if on_device else torch.device("cpu")
-        self.images = data.images.to(store)
-        self.labels = data.labels.to(store)
-        self.pin = store.type == "cpu" and self.device.type == "cuda"
-
-    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
-        order = self.order(epoch, start_step).to(self.images.device)
-        return self._batches(order)
-
-    def _batches(self, order: Tensor) -> Iterator[Batch]:
-        for i in range(0, len(order), self.batch_size):
-            idx = order[i:i + self.batch_size]
-            x, y = self.images[idx], self.labels[idx]
-            if self.pin:
-                x, y = x.pin_memory(), y.pin_memory()
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-
-
-class _OrderSampler(torch.utils.data.Sampler[int]):
-    """Yields the indices set for the current epoch (workers stay alive between epochs)."""
-
-    def __init__(self) -> None:
-        self.indices: list[int] = []
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-class MapLoader(_Loader):
-    """A torch DataLoader over a map-style dataset, with DeviceLoader's epoch semantics."""
-
-    def __init__(self, data: Dataset, batch_size: int, device: torch.device | str, *,
-                 shuffle: bool, drop_last: bool, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, num_workers: int = 2, repeats: int = 1):
-        super().__init__(len(data), batch_size, device, shuffle=shuffle, drop_last=drop_last,
-                         seed=seed, rank=rank, world_size=world_size, repeats=repeats)
-        self.data = data
-        self.sampler = _OrderSampler()
-        self.loader = DataLoader(
-            data, batch_size=batch_size, sampler=self.sampler, num_workers=num_workers,
-            pin_memory=self.device.type == "cuda", persistent_workers=num_workers > 0,
-        )
-
-    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
-        return self._batches(self.order(epoch, start_step).tolist())
-
-    def _batches(self, indices: list[int]) -> Iterator[Batch]:
-        self.sampler.indices = indices
-        try:
-            for x, y in self.loader:
-                yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-        except ZooError as e:  # from a worker, with its traceback appended: keep one line
-            line = str(e).strip().splitlines()[-1]
-            raise ZooError(line.split("ZooError: ", 1)[-1]) from e
-
-
-def make_loader(data: TensorData | Dataset, *, batch_size: int, device: torch.device | str,
-                train: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
-                num_workers: int = 2, on_device: bool = True,
-                repeats: int = 1) -> DeviceLoader | MapLoader:
-    """The loader for one split: training shuffles and drops the last partial batch, and
-    may repeat each image `repeats` times per epoch (repeated augmentation)."""
-    kw = dict(shuffle=train, drop_last=train, seed=seed, rank=rank, world_size=world_size,
-              repeats=repeats if train else 1)
-    if isinstance(data, TensorData):
-        return DeviceLoader(data, batch_size, device, on_device=on_device, **kw)
-    return MapLoader(data, batch_size, device, num_workers=num_workers, **kw)
 
 
 # ---------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from zoo import data
 from zoo.device import Dist, pick_device
 from zoo.errors import ZooError, first_line
 from zoo.io import write_json
+from zoo.loaders import make_loader
 from zoo.model import ViT
 from zoo.runs import load_checkpoint, trained_on
 from zoo.schema import Recipe
@@ -51,7 +52,7 @@ def confusion(model: ViT, dataset: Any, recipe: Recipe, device: torch.device,
               mean: Any, std: Any) -> torch.Tensor:
     """[true, predicted] counts over a whole split, inputs normalised as in training."""
     n = len(dataset.classes)
-    loader = data.make_loader(
+    loader = make_loader(
         dataset, batch_size=recipe.data.eval_batch_size, device=device, train=False,
         num_workers=recipe.data.num_workers, on_device=recipe.data.on_device,
     )

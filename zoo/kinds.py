@@ -54,7 +54,11 @@ class AugmentOp(Protocol):
 @runtime_checkable
 class Visualizer(Protocol):
     """Figures of a model looking at images: (model, images uint8 [B, 3, H, W], model input
-    x, image names) -> {name: matplotlib Figure}."""
+    x, image names) -> {name: matplotlib Figure}.
+
+    An optional class attribute `needs` (e.g. `("attention_maps",)`) names what the model
+    must serve (`ViT.lacks`); a model that cannot gets one warning line and no figure from
+    it, in training and in `zoo run --dry-run`, instead of an error mid-run."""
 
     def __call__(self, model: Any, images: Tensor, x: Tensor, names: list[str]) -> dict[str, Any]: ...
 

@@ -198,14 +198,21 @@ class ViT(nn.Module):
         return maps if details else [m["attn"] for m in maps]
 
     def check_maps(self) -> None:
-        """The attention plugin can hand out its maps (the `return_attn` of zoo.kinds.Attention)."""
+        """The attention plugin can hand out its maps, else a one-line error saying why."""
+        if why := self.lacks("attention_maps"):
+            raise ZooError(why)
+
+    def lacks(self, need: str) -> str | None:
+        """Why this model cannot serve `need`, or None: what a visualizer's `needs` names
+        (zoo.kinds.Visualizer). `attention_maps`: its attention plugin has `return_attn`."""
+        if need != "attention_maps":
+            raise ZooError(f"unknown visualizer need '{need}'; known: attention_maps")
         params = inspect.signature(self.blocks[0].attn.forward).parameters
-        if "return_attn" not in params and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-            name = registry.spec_name(self.cfg.attention)
-            raise ZooError(f"attention '{name}' has no return_attn, so its attention maps cannot be "
-                           "drawn; give its forward a return_attn=False argument that, when true, "
-                           "returns (out, {'attn': probabilities [B, heads, N, N]}), or draw only "
-                           "--visualizer posemb_similarity")
+        if "return_attn" in params or any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            return None
+        return (f"attention '{registry.spec_name(self.cfg.attention)}' has no return_attn, so "
+                "its attention maps cannot be drawn (its forward would take return_attn=False "
+                "and, when true, return (out, {'attn': probabilities [B, heads, N, N]}))")
 
     def lambdas(self) -> list[Tensor]:
         """Each layer's differential-attention lambda (scalars, detached); [] for plain attention."""

@@ -6,7 +6,7 @@ every member checked, and read the pickled batches ourselves, straight into
 every file on each load and turn the images into HWC arrays for PIL, which a GPU-resident
 pipeline does not want.
 
-The archive and the batches are data, and data never runs code (DESIGN.md): a member that
+The archive and the batches are data, and data never runs code: a member that
 could write outside `data.root` (absolute, `..`, a link or a device) is refused before
 anything is written, and the batches are unpickled by `BatchUnpickler`, which refuses every
 global except numpy's array rebuilding, so a crafted `__reduce__` cannot call anything.
@@ -24,13 +24,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from zoo.data import TensorData, check_split, resize_images
+from zoo.data import DataMissing, TensorData, check_split, resize_images
 from zoo.errors import ZooError, first_line
 from zoo.registry import register
 
 # Per-channel statistics of the training sets' pixels scaled to [0, 1].
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+TRAIN_SIZE, TEST_SIZE = 50_000, 10_000  # images in the official training and test sets
 
 # MD5 of the official archives, as published on https://www.cs.toronto.edu/~kriz/cifar.html
 # (and checked by torchvision's CIFAR10/CIFAR100 `tgz_md5` on download). A local archive is
@@ -139,8 +140,9 @@ def extract_tar(archive: Path, dest: Path, name: str) -> None:
                        "download it again") from e
 
 
-def find_or_fetch(cls: type, root: Path, download: bool, name: str) -> Path:
-    """The extracted batch folder, downloading and/or extracting the archive when needed."""
+def find_or_fetch(cls: type, root: Path, download: bool, name: str, known: dict[str, Any]) -> Path:
+    """The extracted batch folder, downloading and/or extracting the archive when needed;
+    absent and not to be downloaded, DataMissing with what the data would be (`known`)."""
     folder = root / cls.base_folder
     files = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
     if all((folder / f).is_file() for f in files):
@@ -150,7 +152,8 @@ def find_or_fetch(cls: type, root: Path, download: bool, name: str) -> Path:
              f"folder in {root}/ (data.root)")
     if not archive.is_file():
         if not download:
-            raise ZooError(f"{name}: not found in {root}/ and download is false; {where}")
+            raise DataMissing(f"{name}: not found in {root}/ and download is false; {where}",
+                              **known)
         from torchvision.datasets.utils import download_url
 
         try:  # checked below like a local archive, so one check covers both
@@ -197,18 +200,20 @@ def read_classes(path: Path, key: str) -> list[str]:
     return names
 
 
-def load_cifar(tv_name: str, name: str, label_key: str, stats: tuple, split: str,
+def load_cifar(tv_name: str, name: str, label_key: str, stats: tuple, classes: int, split: str,
                img_size: int, root: str, download: bool, val_size: int) -> TensorData:
     import torchvision.datasets
 
     check_split(split, name)
-    cls = getattr(torchvision.datasets, tv_name)
-    folder = find_or_fetch(cls, Path(root).expanduser(), download, name)
-    classes = read_classes(folder / cls.meta["filename"], cls.meta["key"])
     if split == "val" and val_size == 0:
         raise ZooError(f"{name}: no val split, as val_size is 0 (all training images train); "
                        f"report the test set with data.eval_splits=[test], or hold images out "
                        f"with data.dataset={{{name}: {{val_size: 5000}}}}")
+    cls = getattr(torchvision.datasets, tv_name)
+    known = dict(sizes={"train": max(0, TRAIN_SIZE - val_size), "val": val_size, "test": TEST_SIZE},
+                 classes=classes, mean=stats[0], std=stats[1])
+    folder = find_or_fetch(cls, Path(root).expanduser(), download, name, known)
+    class_names = read_classes(folder / cls.meta["filename"], cls.meta["key"])
     if split == "test":
         images, labels = read_batches(folder, [f for f, _ in cls.test_list], label_key)
     else:
@@ -219,7 +224,7 @@ def load_cifar(tv_name: str, name: str, label_key: str, stats: tuple, split: str
         cut = len(labels) - val_size
         keep = (order[cut:] if split == "val" else order[:cut]).sort().values
         images, labels = images[keep], labels[keep]
-    return TensorData(resize_images(images, img_size), labels, classes, *stats)
+    return TensorData(resize_images(images, img_size), labels, class_names, *stats)
 
 
 @register("dataset", "cifar10")
@@ -233,7 +238,7 @@ def cifar10(split: str, img_size: int, root: str, download: bool = True,
     rest; with val_size 0 (the default) there is no `val`.
     Offline, put cifar-10-python.tar.gz or cifar-10-batches-py/ in `root` (data.root).
     """
-    return load_cifar("CIFAR10", "cifar10", "labels", CIFAR10_STATS, split, img_size, root,
+    return load_cifar("CIFAR10", "cifar10", "labels", CIFAR10_STATS, 10, split, img_size, root,
                       download, val_size)
 
 
@@ -245,5 +250,5 @@ def cifar100(split: str, img_size: int, root: str, download: bool = True,
     Splits as for cifar10 (fine labels). Offline, put cifar-100-python.tar.gz or
     cifar-100-python/ in `root` (data.root).
     """
-    return load_cifar("CIFAR100", "cifar100", "fine_labels", CIFAR100_STATS, split, img_size,
-                      root, download, val_size)
+    return load_cifar("CIFAR100", "cifar100", "fine_labels", CIFAR100_STATS, 100, split,
+                      img_size, root, download, val_size)

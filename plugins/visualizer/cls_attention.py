@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
-from zoo.attention.figures import heat_figure
+from zoo.attention.figures import check_scale, heat_figure
 from zoo.attention.maps import cls_attention_maps
 from zoo.registry import register, spec_name
 
@@ -23,13 +23,17 @@ class ClsAttention:
     The class token's row of one layer's attention (`layer`: 0-based, negative from the end;
     the last by default) shows which patches feed the token the classifier reads
     (Dosovitskiy et al. 2020, Fig. 6; Caron et al. 2021, Fig. 1). Each panel is scaled to
-    its maximum. Diff-ViT: the positive part of the differential map, renormalised
+    its maximum (`scale: image`: all panels of an image over their largest value, so a
+    near-uniform head looks dim beside a sharp one). Diff-ViT: the positive part of the differential map, renormalised
     (attention.maps.as_distribution). In a `pool: mean` model the head never reads [CLS], so its
     map says little there; use rollout.
     """
 
-    def __init__(self, layer: int = -1):
-        self.layer = layer
+    needs = ("attention_maps",)
+
+    def __init__(self, layer: int = -1, scale: str = "panel"):
+        check_scale(scale, "cls_attention")
+        self.layer, self.scale = layer, scale
 
     def heatmap(self, model: ViT, x: Tensor) -> Tensor:
         """[B, gh, gw]: the head-mean map."""
@@ -42,4 +46,4 @@ class ClsAttention:
         depth = len(model.blocks)
         title = (f"[CLS] attention, layer {self.layer % depth + 1} of {depth} "
                  f"({spec_name(model.cfg.attention)})")
-        return {"cls_attention": heat_figure(title, images, names, columns)}
+        return {"cls_attention": heat_figure(title, images, names, columns, self.scale)}

@@ -7,8 +7,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 from torch import Tensor
 
-from zoo.attention.figures import gap_of, grid_figure, mosaic, overlay, rgb01
-from zoo.attention.maps import cls_attention_maps, mass_mask, scaled, upsample
+from zoo.attention.figures import (
+    check_scale,
+    gap_of,
+    grid_figure,
+    mosaic,
+    overlay,
+    rgb01,
+    scale_maps,
+)
+from zoo.attention.maps import cls_attention_maps, mass_mask, upsample
 from zoo.errors import ZooError
 from zoo.registry import register, spec_name
 
@@ -26,14 +34,19 @@ class Dino:
     keep the smallest set of patches that holds `threshold` (60%) of the [CLS] token's
     attention over the patches and draw it as a mask with its contour; the second column
     shows every head's mask in the head's colour. Column labels give each head's mask size
-    averaged over the images: a head that looks at the object keeps few patches. Diff-ViT:
+    (`mask 9%`: the share of the patches it keeps, averaged over the images): a head that
+    looks at the object keeps few patches. Heat maps are scaled per panel, or per image
+    with `scale: image` (scale_maps); the colour bar says which. Diff-ViT:
     the positive part of the differential map, renormalised (attention.maps.as_distribution).
     """
 
-    def __init__(self, threshold: float = 0.6, layer: int = -1):
+    needs = ("attention_maps",)
+
+    def __init__(self, threshold: float = 0.6, layer: int = -1, scale: str = "panel"):
         if not 0 < threshold <= 1:
             raise ZooError(f"visualizer 'dino': threshold must be in (0, 1], got {threshold}")
-        self.threshold, self.layer = threshold, layer
+        check_scale(scale, "dino")
+        self.threshold, self.layer, self.scale = threshold, layer, scale
 
     def __call__(self, model: ViT, images: Tensor, x: Tensor, names: list[str]) -> dict[str, Figure]:
         from matplotlib import colormaps
@@ -42,13 +55,15 @@ class Dino:
         masks = mass_mask(maps, self.threshold)
         b, heads = maps.shape[:2]
         img = rgb01(images)
-        tiles = [img, img] + [overlay(images, scaled(maps[:, h])) for h in range(heads)]
+        heat, label = scale_maps(maps, self.scale)
+        tiles = [img, img] + [overlay(images, heat[:, h]) for h in range(heads)]
         depth = len(model.blocks)
         title = (f"DINO-style maps: patches holding {self.threshold:.0%} of [CLS] attention, "
-                 f"layer {self.layer % depth + 1} of {depth} ({spec_name(model.cfg.attention)})")
+                 f"layer {self.layer % depth + 1} of {depth} ({spec_name(model.cfg.attention)})"
+                 "\nmask %: share of the patches a head's mask keeps (mean over the images)")
         share = masks.float().mean(dim=(0, 2, 3))
-        cols = ["input", "all heads"] + [f"head {h + 1}: {share[h]:.0%}" for h in range(heads)]
-        fig, ax = grid_figure(title, np.stack(tiles, 1), names, cols)
+        cols = ["input", "all heads"] + [f"head {h + 1}: mask {share[h]:.0%}" for h in range(heads)]
+        fig, ax = grid_figure(title, np.stack(tiles, 1), names, cols, colorbar=label)
         up = upsample(masks, images.shape[-2:]).numpy()  # [B, heads, H, W]
         colours = colormaps["tab10"].colors
         gap = gap_of(images.shape[-2])

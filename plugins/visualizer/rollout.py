@@ -29,6 +29,8 @@ class Rollout:
     first. Diff-ViT: each head's positive part, renormalised (attention.maps.as_distribution).
     """
 
+    needs = ("attention_maps",)
+
     def __init__(self, fusion: str = "mean", discard: float = 0.0):
         if fusion not in ("mean", "max", "min"):
             raise ZooError(f"visualizer 'rollout': fusion must be mean, max or min, got {fusion!r}")

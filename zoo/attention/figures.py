@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from zoo.attention.maps import scaled, upsample
-from zoo.data import model_input
+from zoo.errors import ZooError
 from zoo.registry import build, spec_name
 
 if TYPE_CHECKING:
@@ -46,6 +46,8 @@ DPI = 100
 HEAT = "inferno"
 ALPHA = 0.6  # weight of the heat map over the image
 RELATIVE = "attention / its maximum in the panel"
+SHARED = "attention / its maximum over the image's panels"
+SCALES = ("panel", "image")  # a heat map visualizer's `scale`: what each panel is divided by
 
 
 class ImageNames(list[str]):
@@ -138,12 +140,29 @@ def grid_figure(title: str, tiles: np.ndarray, rows: list[str], cols: list[str],
     return fig, ax
 
 
+def check_scale(scale: str, visualizer: str) -> None:
+    if scale not in SCALES:
+        raise ZooError(f"visualizer '{visualizer}': scale must be panel (each map to its own "
+                       f"maximum) or image (one maximum per image), got {scale!r}")
+
+
+def scale_maps(maps: Tensor, scale: str) -> tuple[Tensor, str]:
+    """Heat maps [B, panels, gh, gw] in [0, 1] and the colour bar's label: each panel over its
+    own maximum (`panel`: every map spans the colours, a near-uniform head looks as hot as a
+    sharp one) or over the largest value of the image's panels (`image`: heads compare)."""
+    if scale == "panel":
+        return scaled(maps), RELATIVE
+    return maps / maps.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12), SHARED
+
+
 def heat_figure(title: str, images: Tensor, names: list[str],
-                columns: list[tuple[str, Tensor]]) -> Figure:
+                columns: list[tuple[str, Tensor]], scale: str = "panel") -> Figure:
     """Rows = images; columns = the input, then one heat map [B, gh, gw] per column over the
-    image, each scaled to its maximum."""
-    tiles = [rgb01(images)] + [overlay(images, scaled(maps.cpu())) for _, maps in columns]
-    return grid_figure(title, np.stack(tiles, 1), names, ["input"] + [c for c, _ in columns])[0]
+    image, scaled as `scale` says (scale_maps)."""
+    maps, label = scale_maps(torch.stack([m.float().cpu() for _, m in columns], 1), scale)
+    tiles = [rgb01(images)] + [overlay(images, maps[:, i]) for i in range(len(columns))]
+    return grid_figure(title, np.stack(tiles, 1), names, ["input"] + [c for c, _ in columns],
+                       colorbar=label)[0]
 
 
 def note_figure(title: str, text: str) -> Figure:
@@ -161,13 +180,18 @@ def save_png(fig: Figure, file: Any) -> None:
     fig.savefig(file, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.1)
 
 
-def figure_array(fig: Figure) -> Tensor:
-    """The figure's PNG as a [3, H, W] float image in [0, 1] (what TensorBoard takes)."""
-    from PIL import Image
-
+def png_bytes(fig: Figure) -> bytes:
+    """The figure as PNG file contents (save_png)."""
     buf = io.BytesIO()
     save_png(fig, buf)
-    rgb = np.array(Image.open(buf).convert("RGB"))
+    return buf.getvalue()
+
+
+def figure_array(png: bytes) -> Tensor:
+    """A PNG (png_bytes) as a [3, H, W] float image in [0, 1] (what TensorBoard takes)."""
+    from PIL import Image
+
+    rgb = np.array(Image.open(io.BytesIO(png)).convert("RGB"))
     return torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255)
 
 
@@ -176,10 +200,32 @@ def build_visualizers(specs: Sequence[Any], path: str) -> list[tuple[str, Any]]:
     return [(spec_name(s), build("visualizer", s, path=f"{path}[{i}]")) for i, s in enumerate(specs)]
 
 
+def unmet(vis: Any, model: ViT) -> str | None:
+    """Why `vis` cannot draw `model`: the first of the visualizer's `needs` the model lacks."""
+    return next(filter(None, (model.lacks(n) for n in getattr(vis, "needs", ()))), None)
+
+
+def drawable(visualizers: list[tuple[str, Any]], model: ViT,
+             warn: Any) -> list[tuple[str, Any]]:
+    """The visualizers that can draw `model`; `warn(line)` is told of each that cannot, once."""
+    out = []
+    for name, vis in visualizers:
+        if why := unmet(vis, model):
+            warn(f"visualizer '{name}' skipped: {why}")
+        else:
+            out.append((name, vis))
+    return out
+
+
 def draw(visualizers: list[tuple[str, Any]], model: ViT, images: Tensor, x: Tensor,
          names: Sequence[str]) -> dict[str, Figure]:
     """Every visualizer's figures, names made unique; images labelled with the model's
-    prediction, computed once for all of them (class names where `names` is ImageNames)."""
+    prediction, computed once for all of them (class names where `names` is ImageNames).
+    A visualizer the model cannot serve is a one-line error naming another to use."""
+    for name, vis in visualizers:
+        if why := unmet(vis, model):
+            raise ZooError(f"visualizer '{name}': {why}; choose one that needs no attention "
+                           "maps, such as posemb_similarity (zoo list visualizer)")
     pred = predicted(model, x, names.classes if isinstance(names, ImageNames) else [])
     labels = class_labels(names, [("pred", pred)] if pred is not None else [])
     figures: dict[str, Figure] = {}
@@ -187,17 +233,3 @@ def draw(visualizers: list[tuple[str, Any]], model: ViT, images: Tensor, x: Tens
         for key, fig in vis(model, images.cpu(), x, labels).items():
             figures[key if key not in figures else f"{key}_{len(figures)}"] = fig
     return figures
-
-
-@torch.no_grad()
-def tensorboard_images(model: ViT, images: Tensor, mean: Sequence[float], std: Sequence[float],
-                       specs: Sequence[Any], names: Sequence[str] | None = None) -> dict[str, Tensor]:
-    """The recipe's `log.visualizers` on fixed images, as {`viz/<figure>`: [3, H, W] in [0, 1]}.
-
-    What Trainer.figures logs to TensorBoard at each evaluation; the caller puts the model
-    in eval mode. images: uint8 [B, 3, H, W] at the model's size.
-    """
-    names = names or [str(i) for i in range(len(images))]
-    x = model_input(model, images, mean, std)
-    figures = draw(build_visualizers(specs, "log.visualizers"), model, images, x, names)
-    return {f"viz/{k}": figure_array(f) for k, f in figures.items()}

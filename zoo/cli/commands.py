@@ -40,8 +40,12 @@ def list_cmd(kind: str | None, pattern: str, as_json: bool, plugin_paths: tuple[
         _list_recipes(pattern, as_json)
         return
     from zoo.catalog import catalog
+    from zoo.errors import suggest
     from zoo.kinds import KINDS
 
+    if kind is not None and kind not in KINDS:
+        raise ZooError(f"unknown plugin kind '{kind}'{suggest(kind, [*KINDS, 'recipes'])}; "
+                       f"kinds: {', '.join(KINDS)}, or recipes (the built-in recipes)")
     found, errors = catalog(kind, pattern, plugin_paths)
     if as_json:
         click.echo(json.dumps({"plugins": found, "errors": errors}, indent=2, default=str))
@@ -84,12 +88,17 @@ def _list_recipes(pattern: str, as_json: bool) -> None:
 @SET_OPTION
 @PLUGINS_OPTION
 def show(recipe: str, overrides: tuple[str, ...], plugin_paths: tuple[str, ...]) -> None:
-    """Print the resolved, validated RECIPE as YAML (nothing runs)."""
-    from zoo.finetune import check_init
+    """Print the resolved, validated RECIPE as YAML (nothing runs).
+
+    Checks what `zoo run --dry-run` checks short of reading data: the schema, the plugins
+    and their parameters, model.init, that the model builds; figures it could not draw are
+    warnings on stderr."""
     from zoo.recipe import resolve
+    from zoo.train.launch import check
 
     resolved = resolve(recipe, overrides, plugin_paths)
-    check_init(resolved.model)  # a model.init that is not there fails here, as in zoo run
+    for line in check(resolved):
+        click.echo(f"warning: {line}", err=True)
     click.echo(resolved.to_yaml(), nl=False)
 
 
@@ -137,7 +146,6 @@ def run(
     resolved = resolve(recipe_path, () if resume else overrides, plugin_paths,
                        trust=not resume or trust_plugins)
     from zoo.device import is_main_process
-    from zoo.finetune import check_init
     from zoo.train import launch
 
     if resume and overrides:
@@ -148,7 +156,7 @@ def run(
     if resume:
         launch.fit(resolved, Path(resume), resume=True, lengthened=bool(overrides))
     else:
-        check_init(resolved.model)  # before a run dir is made
+        launch.check(resolved)  # before a run dir is made; training warns of figures itself
         run_dir = new_run_dir(resolved, out) if is_main_process() else None
         launch.fit(resolved, run_dir, resume=False)
 

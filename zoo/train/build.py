@@ -11,6 +11,7 @@ import torch
 from zoo import data
 from zoo.device import Dist
 from zoo.errors import ZooError
+from zoo.loaders import make_loader
 from zoo.schema import Recipe
 
 
@@ -23,18 +24,20 @@ class RunData:
     eval_loaders: dict[str, Any]
 
 
-def build_data(recipe: Recipe, device: torch.device, d: Dist) -> RunData:
-    """The training split and data.eval_splits, each rank reading its shard of the global batch."""
+def build_data(recipe: Recipe, device: torch.device, d: Dist, offline: bool = False) -> RunData:
+    """The training split and data.eval_splits, each rank reading its shard of the global
+    batch (`offline`: see data.build_datasets)."""
     r, seed = recipe.data, recipe.train.seed
     if r.batch_size % d.world:
         raise ZooError(f"data.batch_size: {r.batch_size} is not divisible by the {d.world} "
                        "processes; the batch size is global")
-    sets = data.build_datasets(r.dataset, ["train", *r.eval_splits], recipe.model.img_size, r.root)
+    sets = data.build_datasets(r.dataset, ["train", *r.eval_splits], recipe.model.img_size, r.root,
+                               offline=offline)
     train = sets.pop("train")
     check_fits(recipe, train)
     common = dict(device=device, seed=seed, rank=d.rank, world_size=d.world,
                   num_workers=r.num_workers, on_device=r.on_device)
-    train_loader = data.make_loader(train, batch_size=r.batch_size // d.world, train=True,
+    train_loader = make_loader(train, batch_size=r.batch_size // d.world, train=True,
                                     repeats=r.repeats, **common)
     if len(train_loader) == 0:
         raise ZooError(f"data.batch_size: {r.batch_size} is larger than the training set "
@@ -43,7 +46,7 @@ def build_data(recipe: Recipe, device: torch.device, d: Dist) -> RunData:
         train=train, evals=sets,
         augment=data.build_augment(r.augment, len(train.classes), recipe.model.img_size),
         train_loader=train_loader,
-        eval_loaders={split: data.make_loader(ds, batch_size=r.eval_batch_size, train=False, **common)
+        eval_loaders={split: make_loader(ds, batch_size=r.eval_batch_size, train=False, **common)
                       for split, ds in sets.items()},
     )
 

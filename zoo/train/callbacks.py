@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo import data
+from zoo.errors import first_line
 from zoo.io import append_jsonl, atomic_write, read_jsonl, write_json
 from zoo.runs import METRICS_FILE, SUMMARY_FILE
 from zoo.schema import Recipe
@@ -38,6 +39,8 @@ class Trainer(Protocol):
     augment: data.Augment
     mean: tuple[float, ...]
     std: tuple[float, ...]
+
+    def say(self, line: str) -> None: ...
 
 
 class Callback:
@@ -92,95 +95,125 @@ class RunFiles(Callback):
         write_json(trainer.run_dir / SUMMARY_FILE, summary)
 
 
-SCALARS = [  # (TensorBoard tag, metrics key)
+SCALARS = [  # (TensorBoard tag, metrics key), at every evaluation: one section per split
     ("train/loss", "train_loss"), ("train/acc", "train_acc"), ("train/grad_norm", "grad_norm"),
+    ("train/lr", "lr"), ("train/img_per_s", "img_per_s"),
     ("val/loss", "val_loss"), ("val/acc", "val_acc"),
-    ("test/loss", "test_loss"), ("test/acc", "test_acc"), ("lr", "lr"),
-    ("throughput/img_per_s", "img_per_s"),
+    ("test/loss", "test_loss"), ("test/acc", "test_acc"),
 ]
-FINAL = ("best_val_acc", "final_val_acc", "final_val_loss", "final_test_acc", "final_test_loss",
-         "img_per_s")
+HPARAM_METRICS = ("val/acc", "val/loss", "test/acc", "test/loss", "train/img_per_s")
 
 
 class TensorBoard(Callback):
-    """Scalars, Diff-ViT lambdas and figures at every evaluation; the step's loss, rate and
-    gradient norm every `log.every_steps` steps; the recipe as text; the recipe and final
-    metrics in the HParams tab, all in the run's own event file."""
+    """The run's own event file, one section per kind of curve (the README's table):
+    `train/`, `val/`, `test/` and `lambda/` (Diff-ViT) scalars and `viz/` figures at every
+    evaluation, `step/` scalars every `log.every_steps` steps, `data/augmented_batch`, the
+    recipe as text, and the recipe in the HParams tab beside the final val/test scalars.
+
+    Each evaluation's figures are also written to `figures/eval/` (the newest ones): a
+    visualizer that cannot draw the model is skipped with one warning line, never ending
+    the run."""
 
     def __init__(self) -> None:
         self.writer: Any = None
-        self.logged_batch = False
+        self.visualizers: list[tuple[str, Any]] = []
 
     def before_fit(self, trainer: Trainer) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        # on resume, events logged after the checkpoint's step are hidden
-        self.writer = SummaryWriter(log_dir=str(trainer.run_dir), purge_step=trainer.step or None)
+        from zoo.attention.figures import build_visualizers, drawable
+
+        # on resume, hide what was logged after the checkpoint's step; its own step stays
+        self.writer = SummaryWriter(log_dir=str(trainer.run_dir),
+                                    purge_step=trainer.step + 1 if trainer.step else None)
         if trainer.step == 0:
             self.writer.add_text("recipe", "```yaml\n" + trainer.recipe.to_yaml() + "\n```", 0)
+        built = build_visualizers(trainer.recipe.log.visualizers, "log.visualizers")
+        self.visualizers = drawable(built, trainer.model, lambda w: trainer.say(f"warning: {w}"))
 
     def after_step(self, trainer: Trainer, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
-        """Curves between evaluations: `train/loss_step`, `train/lr_step` and
-        `train/grad_norm_step`, of that step alone (not averaged), read only on those steps."""
+        """Curves between evaluations: `step/loss`, `step/lr` and `step/grad_norm`, of that
+        step alone (not averaged), read only on those steps."""
         every = trainer.recipe.log.every_steps
         if not every or trainer.step % every:
             return
         loss_v, norm_v = torch.stack((loss.float(), grad_norm.float())).tolist()  # one sync
-        for tag, value in (("train/loss_step", loss_v), ("train/lr_step", trainer.lr),
-                           ("train/grad_norm_step", norm_v)):
+        for tag, value in (("step/loss", loss_v), ("step/lr", trainer.lr),
+                           ("step/grad_norm", norm_v)):
             self.writer.add_scalar(tag, value, trainer.step)
 
     def after_eval(self, trainer: Trainer, metrics: dict[str, Any], best: bool) -> None:
+        from zoo.attention.figures import figure_array
+
         step = metrics["step"]
         for tag, key in SCALARS:
             if key in metrics:  # val and test only where data.eval_splits names them
                 self.writer.add_scalar(tag, metrics[key], step)
         for i, lam in enumerate(trainer.model.lambdas(), start=1):
             self.writer.add_scalar(f"lambda/layer_{i}", float(lam), step)
-        for name, image in self.figures(trainer).items():
-            self.writer.add_image(name, image, step)
+        self.writer.add_image("data/augmented_batch", augmented_batch(trainer, metrics["epoch"]),
+                              step)
+        folder = trainer.run_dir / "figures" / "eval"
+        for name, png in self.figures(trainer).items():
+            atomic_write(folder / f"{name}.png", png)
+            self.writer.add_image(f"viz/{name}", figure_array(png), step)
         self.writer.flush()
 
     def after_fit(self, trainer: Trainer, summary: dict[str, Any]) -> None:
         from torch.utils.tensorboard.summary import hparams
 
-        final = {f"hparams/{k}": float(summary[k]) for k in FINAL if summary.get(k) is not None}
-        for s in hparams(hparam_values(trainer.recipe.to_dict()), final):
+        # the HParams tab reads each metric's last value from the run's own scalars
+        tags = [t for t, key in SCALARS if t in HPARAM_METRICS and summary_has(summary, key)]
+        for s in hparams(hparam_values(trainer.recipe.to_dict()), dict.fromkeys(tags, 0.0)):
             self.writer.file_writer.add_summary(s)
-        for k, v in final.items():
-            self.writer.add_scalar(k, v, summary["steps"])
         self.writer.close()
 
-    def figures(self, trainer: Trainer) -> dict[str, torch.Tensor]:
-        """The first augmented training batch (once), then the recipe's visualizers on the
-        first evaluated split's fixed images, with the weights evaluation reads.
+    def figures(self, trainer: Trainer) -> dict[str, bytes]:
+        """The drawable visualizers on the first evaluated split's fixed images, with the
+        weights evaluation reads, as PNGs. One that fails is dropped with a warning line."""
+        if not self.visualizers:
+            return {}
+        from zoo.attention.figures import draw, png_bytes
+        from zoo.attention.subjects import first_images
+        from zoo.data import model_input
 
-        Drawn under a forked RNG so that logging never changes what the run trains on.
-        """
-        out: dict[str, torch.Tensor] = {}
-        recipe = trainer.recipe
-        if not self.logged_batch:
-            devices = [trainer.device] if trainer.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices):
-                images, labels = next(iter(trainer.train_loader.epoch(0, 0)))
-                y = F.one_hot(labels, recipe.model.num_classes).float()
-                x, _ = trainer.augment(data.to_float(images), y)
-            out["train/augmented_batch"] = image_grid(x[:64])
-            self.logged_batch = True
-        if recipe.log.visualizers:
-            from zoo.attention.figures import tensorboard_images
-            from zoo.attention.subjects import first_images
-
-            model = trainer.eval_model
-            images, names = first_images(next(iter(trainer.eval_data.values())),
-                                         recipe.log.viz_images)
-            was_training = model.training
-            model.eval()
+        model = trainer.eval_model
+        images, names = first_images(next(iter(trainer.eval_data.values())),
+                                     trainer.recipe.log.viz_images)
+        was_training = model.training
+        model.eval()
+        out: dict[str, bytes] = {}
+        try:
             with torch.no_grad():
-                out.update(tensorboard_images(model, images, trainer.mean, trainer.std,
-                                              recipe.log.visualizers, names))
+                x = model_input(model, images, trainer.mean, trainer.std)
+                for vis in list(self.visualizers):
+                    try:
+                        figs = draw([vis], model, images, x, names)
+                    except Exception as e:  # a figure must never end the run
+                        trainer.say(f"warning: visualizer '{vis[0]}' failed and is skipped "
+                                    f"from now on: {first_line(e)}")
+                        self.visualizers.remove(vis)
+                        continue
+                    out.update({k: png_bytes(f) for k, f in figs.items()})
+        finally:
             model.train(was_training)
         return out
+
+
+def summary_has(summary: dict[str, Any], key: str) -> bool:
+    """Whether the run ended with a value for a metrics key (`val_acc` -> final_val_acc)."""
+    return summary.get(f"final_{key}", summary.get(key)) is not None
+
+
+def augmented_batch(trainer: Trainer, epoch: int) -> torch.Tensor:
+    """The first training batch of `epoch` (1-based) as the model saw it, augmented, as an
+    image grid; drawn under a forked RNG, so logging never changes what the run trains on."""
+    devices = [trainer.device] if trainer.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        images, labels = next(iter(trainer.train_loader.epoch(epoch - 1, 0)))
+        y = F.one_hot(labels, trainer.recipe.model.num_classes).float()
+        x, _ = trainer.augment(data.to_float(images), y)
+    return image_grid(x[:64])
 
 
 def hparam_values(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -17,6 +17,7 @@ from zoo.device import Dist, setup_distributed
 from zoo.errors import ZooError, first_line
 from zoo.io import atomic_write
 from zoo.recipe import apply_overrides, parse_override
+from zoo.registry import spec_name
 from zoo.runs import RECIPE_FILE, lock_run
 from zoo.schema import Recipe, from_dict
 from zoo.train.trainer import Interrupted, Trainer
@@ -109,26 +110,49 @@ def closing_lines(summary: dict[str, Any], recipe: Recipe, run_dir: Path | None)
     return "\n".join(lines)
 
 
+def check(recipe: Recipe, init: bool = True) -> list[str]:
+    """What `zoo show` and `zoo run --dry-run` check past the schema, before any data is
+    read: model.init is there (with `init`), the model builds, and each of log.visualizers
+    can draw it. Returns the warning lines (a figure that cannot be drawn is skipped in
+    training, never an error)."""
+    from zoo.attention.figures import build_visualizers, drawable
+    from zoo.finetune import check_init
+    from zoo.model import build_model
+
+    if init:
+        check_init(recipe.model)
+    model = build_model(recipe.model)
+    warnings: list[str] = []
+    drawable(build_visualizers(recipe.log.visualizers, "log.visualizers"), model, warnings.append)
+    return warnings
+
+
 def dry_run(recipe: Recipe, init: bool = True) -> str:
     """Build data and model (with model.init's weights if `init`) without training; a
-    summary of what `zoo run` would do."""
-    trainer = Trainer(recipe, None, init=init)
+    summary of what `zoo run` would do. Nothing is downloaded: absent data is described by
+    its known size, with how to get it."""
+    skipped = check(recipe, init)
+    trainer = Trainer(recipe, None, init=init, offline=True)
     params = sum(p.numel() for p in trainer.model.parameters())
-    sizes = " / ".join(f"{len(d)} {split}" for split, d in
-                       {"train": trainer.train_data, **trainer.eval_data}.items())
+    splits = {"train": trainer.train_data, **trainer.eval_data}
+    sizes = " / ".join(f"{len(d)} {split}" for split, d in splits.items())
     repeats = f" (x{recipe.data.repeats} per epoch)" if recipe.data.repeats > 1 else ""
-    return "\n".join([
+    missing = next((d.missing for d in splits.values() if getattr(d, "missing", None)), None)
+    lines = [
         f"recipe:     {recipe.name}",
         f"device:     {trainer.device}",
-        f"data:       {sizes} images{repeats}, "
-        f"{len(trainer.train_data.classes)} classes",
+        f"data:       {sizes} images{repeats}, {len(trainer.train_data.classes)} classes"
+        + (" (its known size: the files are not here)" if missing else ""),
+        *([f"missing:    {missing}"] if missing else []),
         f"model:      {params / 1e6:.2f}M parameters, {recipe.model.depth} blocks, "
         f"attention {recipe.model.attention}, posemb {recipe.model.posemb}",
         f"schedule:   {trainer.total_steps} steps ({trainer.steps_per_epoch}/epoch), "
         f"warmup {trainer.warmup_steps}, batch {recipe.data.batch_size}, amp {recipe.train.amp}",
         f"step:       {trainer.runner.mode()}",
         f"augment:    {recipe.data.augment or 'none'}",
-    ])
+        f"figures:    {', '.join(map(spec_name, recipe.log.visualizers)) or 'none'}",
+    ]
+    return "\n".join(lines + [f"warning:    {w}" for w in skipped])
 
 
 def restore(trainer: Trainer, run_dir: Path) -> None:

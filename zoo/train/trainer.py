@@ -57,17 +57,18 @@ class Trainer:
     """One run: data, model, optimiser and the loop, with state that checkpoints whole.
 
     `callbacks` record the run (default: cb.defaults, what `zoo run` records); `init`: start
-    from the weights model.init names (a resume skips it: its checkpoint replaces them).
-    """
+    from the weights model.init names (a resume skips it: its checkpoint replaces them);
+    `offline`: absent data stands in by its known size, nothing downloads (a dry run)."""
 
     def __init__(self, recipe: Recipe, run_dir: Path | None, dist_info: Dist | None = None,
-                 callbacks: Sequence[cb.Callback] | None = None, init: bool = True):
+                 callbacks: Sequence[cb.Callback] | None = None, init: bool = True,
+                 offline: bool = False):
         self.recipe, self.run_dir = recipe, run_dir
         self.dist = dist_info or Dist()
         t = recipe.train
         self.device = pick_device(t.device, self.dist)
         seed_everything(t.seed, t.deterministic)
-        d = build_data(recipe, self.device, self.dist)
+        d = build_data(recipe, self.device, self.dist, offline)
         self.train_data, self.eval_data, self.augment = d.train, d.evals, d.augment
         self.train_loader, self.eval_loaders = d.train_loader, d.eval_loaders
         self.mean, self.std = self.train_data.mean, self.train_data.std
