@@ -68,21 +68,52 @@ def test_report_table_csv_and_plots(sweep_dir):
 
     rows = list(csv.DictReader((sweep_dir / "report.csv").open()))
     assert list(rows[0]) == ["run", "model.patch_size", "status", "epochs", "params", "best_val_acc",
-                             "final_val_acc", "test_acc", "img_per_s", "wall_time", "device"]
+                             "final_val_acc", "eval_test_acc", "img_per_s", "wall_time", "device"]
     assert [r["run"] for r in rows] == ["patch_size=2", "patch_size=4", "patch_size=16"]
     expected = {"model.patch_size": "2", "status": "finished", "params": "2000", "best_val_acc": "0.7",
-                "final_val_acc": "0.65", "test_acc": "0.64", "device": "CPU (2 cores)"}
+                "final_val_acc": "0.65", "eval_test_acc": "0.64", "device": "CPU (2 cores)"}
     assert {k: rows[0][k] for k in expected} == expected
     assert rows[2]["status"] == "incomplete" and rows[2]["params"] == ""
     assert rows[2]["final_val_acc"] == "0.4" and rows[2]["wall_time"] == "5.0"
 
     md = (sweep_dir / "report.md").read_text()
-    assert "| run | model.patch_size | status | epochs | params | best val acc % |" in md
+    assert ("| run | model.patch_size | status | epochs | params | val acc % (training, best epoch) "
+            "| val acc % (training, last epoch) | test acc % (zoo eval) | train img/s |") in md
     assert "| patch_size=2 | 2 | finished | 3 | 2.0k | 70.00 | 65.00 | 64.00 | 200 | 15 | CPU (2 cores) |" in md
     assert "| patch_size=16 | 16 | incomplete | 1 | - | 40.00 | 40.00 | - | 1600 | 5 | CPU (2 cores) |" in md
     assert "![validation accuracy per epoch](val_acc.png)" in md
     assert ("![final validation accuracy vs model.patch_size](acc_vs_model.patch_size.png)"
             in md)
+
+
+def test_the_header_names_the_checkpoint_zoo_eval_read_when_the_runs_agree(tmp_path):
+    """Accuracies from training and from `zoo eval` are told apart, and the latter says which
+    checkpoint it read (its path as eval_<split>.json wrote it, before the runs were moved
+    here), or nothing when the runs read different ones."""
+    for name in ("a", "b"):
+        make_run(tmp_path / name, 4, [0.5, 0.6], finished=True)
+        ckpts = tmp_path / name / "checkpoints"
+        for step in (10, 15, 20):
+            (ckpts / f"step-{step:08d}").mkdir(parents=True)
+        (ckpts / "best").symlink_to("step-00000010")
+        (ckpts / "last").symlink_to("step-00000020")
+
+    def header(**read: int) -> str:
+        for name, step in read.items():
+            (tmp_path / name / "eval_test.json").write_text(json.dumps(
+                {"split": "test", "acc": 0.6, "checkpoint": f"/elsewhere/{name}/step-{step:08d}"}))
+        write_report([tmp_path], tmp_path)
+        return (tmp_path / "report.md").read_text().split("| status |")[1].split("\n")[0]
+
+    assert header(a=20, b=20) == (" epochs | params | val acc % (training, best epoch) | "
+                                  "val acc % (training, last epoch) | "
+                                  "test acc % (zoo eval, last checkpoint) | train img/s | wall s | "
+                                  "device |")
+    assert "| test acc % (zoo eval, best checkpoint) |" in header(a=10, b=10)
+    assert "| test acc % (zoo eval, checkpoint step-00000015) |" in header(a=15, b=15)
+    assert "| test acc % (zoo eval) |" in header(a=15, b=20)
+    rows = list(csv.DictReader((tmp_path / "report.csv").open()))
+    assert [r["eval_test_acc"] for r in rows] == ["0.6", "0.6"]
 
 
 def test_runs_that_report_the_test_set_are_reported_on_it(tmp_path):
@@ -236,11 +267,17 @@ def test_report_on_a_real_sweep(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, ["sweep", "s.yaml", "--out", str(out)])
     assert result.exit_code == 0, result.output
+    evaluated = CliRunner().invoke(cli, ["eval", str(out / "patch_size=8"), "--split", "val",
+                                         "--device", "cpu"])
+    assert evaluated.exit_code == 0, evaluated.output
     result = CliRunner().invoke(cli, ["report", str(out)])
     assert result.exit_code == 0, result.output
 
     rows = list(csv.DictReader((out / "report.csv").open()))
     md = (out / "report.md").read_text()
+    assert ("| val acc % (training, best epoch) | val acc % (training, last epoch) | "
+            "val acc % (zoo eval, last checkpoint) |") in md
+    assert rows[0]["eval_val_acc"] == rows[0]["final_val_acc"] and rows[1]["eval_val_acc"] == ""
     assert [(r["run"], r["model.patch_size"]) for r in rows] == [("patch_size=8", "8"), ("patch_size=4", "4")]
     for row in rows:
         summary = json.loads((out / row["run"] / "summary.json").read_text())

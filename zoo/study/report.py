@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ def table(runs: list[Run]) -> tuple[list[str], list[dict[str, Any]]]:
     best = ["best_val_acc"] if "val" in logged else []
     splits = sorted({s for r in runs for s in r.evals})
     columns = ["run", *keys, "status", "epochs", "params", *best,
-               *(f"final_{s}_acc" for s in logged), *(f"{s}_acc" for s in splits),
+               *(f"final_{s}_acc" for s in logged), *(f"eval_{s}_acc" for s in splits),
                "img_per_s", "wall_time", "device"]
     rows = []
     for r in runs:
@@ -47,7 +48,7 @@ def table(runs: list[Run]) -> tuple[list[str], list[dict[str, Any]]]:
             "params": s.get("params"),
             **({"best_val_acc": s.get("best_val_acc", max(accs) if accs else None)} if best else {}),
             **{f"final_{sp}_acc": r.final_acc(sp) for sp in logged},
-            **{f"{sp}_acc": r.evals.get(sp, {}).get("acc") for sp in splits},
+            **{f"eval_{sp}_acc": r.evals.get(sp, {}).get("acc") for sp in splits},
             "img_per_s": s.get("img_per_s", last.get("img_per_s")),
             "wall_time": s.get("wall_time", last.get("time")),
             "device": device(r.env),
@@ -81,23 +82,45 @@ def _alt(text: str) -> str:
     return md_text(text).replace("[", "\\[").replace("]", "\\]")
 
 
-HEADERS = {
-    "best_val_acc": "best val acc %", "final_val_acc": "final val acc %",
-    "final_test_acc": "final test acc %",
-    "img_per_s": "train img/s", "wall_time": "wall s",
-}
+HEADERS = {"img_per_s": "train img/s", "wall_time": "wall s"}
+ACC = re.compile(r"(final|best|eval)_(\w+)_acc")  # a column of accuracies, and its source
+WHEN = {"final": "training, last epoch", "best": "training, best epoch"}
 
 
-def markdown(title: str, columns: list[str], rows: list[dict[str, Any]],
+def headings(columns: list[str], runs: list[Run]) -> list[str]:
+    """report.md's column names: an accuracy says where it comes from, the evaluations the
+    run made while training or a later `zoo eval` (which may read another checkpoint)."""
+    heads = []
+    for c in columns:
+        m = ACC.fullmatch(c)
+        if m is None:
+            heads.append(HEADERS.get(c, c))
+        else:
+            source = WHEN.get(m[1]) or f"zoo eval{_checkpoint(runs, m[2])}"
+            heads.append(f"{m[2]} acc % ({source})")
+    return heads
+
+
+def _checkpoint(runs: list[Run], split: str) -> str:
+    """`, last checkpoint` (or best, or its folder) when every eval_<split>.json read the same."""
+    used = {r.eval_checkpoint(split) for r in runs if split in r.evals}
+    if len(used) != 1 or None in used:
+        return ""
+    which = str(used.pop())
+    return f", {which} checkpoint" if which in ("last", "best") else f", checkpoint {md_text(which)}"
+
+
+def markdown(title: str, heads: list[str], columns: list[str], rows: list[dict[str, Any]],
              plotted: dict[str, str]) -> str:
-    """The table, then the plots (file name -> title) as images."""
-    heads = [HEADERS.get(c, c.replace("_acc", " acc %") if c.endswith("_acc") else c) for c in columns]
+    """The table under `heads`, then the plots (file name -> title) as images."""
     finished = sum(r["status"] == "finished" for r in rows)
     lines = [
         f"# {md_text(title)}", "",
         f"{len(rows)} runs, {finished} finished. Every "
         "number is what the run itself measured and logged (see its env.json for the "
-        "machine); throughput is training images per second in the last evaluated epoch.", "",
+        "machine): accuracies marked training are its evaluations while it trained, those "
+        "marked zoo eval what `zoo eval` measured afterwards (eval_<split>.json); "
+        "throughput is training images per second in the last evaluated epoch.", "",
         "| " + " | ".join(heads) + " |",
         "|" + "|".join(" --- " for _ in heads) + "|",
         *("| " + " | ".join(_fmt(c, r[c]) for c in columns) + " |" for r in rows),
@@ -125,7 +148,8 @@ def write_report(roots: list[Path], out: Path) -> list[Path]:
     columns, rows = table(runs)
     drawn = plots(runs, rows)
     files = {
-        "report.md": markdown(f"Report: {', '.join(map(str, roots))}", columns, rows,
+        "report.md": markdown(f"Report: {', '.join(map(str, roots))}", headings(columns, runs),
+                              columns, rows,
                               {name: title for name, (title, _) in drawn.items()}),
         "report.csv": write_csv(columns, rows),
         **{name: png for name, (_, png) in drawn.items()},

@@ -36,6 +36,18 @@ class Run:
     def finished(self) -> bool:
         return self.summary.get("status") == "finished"
 
+    def eval_checkpoint(self, split: str) -> str | None:
+        """The checkpoint `zoo eval` read for eval_<split>.json: `last` or `best` when it is
+        the one the run's link names (compared by folder name: run folders get moved),
+        else its folder's name."""
+        path = self.evals.get(split, {}).get("checkpoint")
+        if not isinstance(path, str):
+            return None
+        for link in ("last", "best"):
+            if (self.path / "checkpoints" / link).resolve().name == Path(path).name:
+                return link
+        return Path(path).name
+
     def final_acc(self, split: str) -> float | None:
         if self.finished:
             return self.summary.get(f"final_{split}_acc")
