@@ -20,7 +20,8 @@ class Custom:
         self.dim, self.heads, self.scale, self.causal = dim, heads, scale, causal
 
     def __call__(self, x, return_attn=False):
-        return x
+        n = x.shape[1]
+        return (x, {{"attn": x.new_ones(x.shape[0], self.heads, n, n) / n}}) if return_attn else x
 '''
 
 
@@ -138,3 +139,31 @@ def test_discover_env_path_and_extra_and_lenient_errors(tmp_path, monkeypatch):
 def test_missing_plugin_path_is_an_error(tmp_path):
     with pytest.raises(ZooError, match="plugin path .*nowhere.py does not exist"):
         discover([tmp_path / "nowhere.py"])
+
+
+PROBED = {  # kind, plugin body, context, what the error says
+    "attention": ("attention", "def __call__(self, x, return_attn=False):\n        return x[:, 1:]",
+                  dict(dim=8, heads=2), r"maps tokens \[2, 5, 8\] to \[2, 4, 8\]; An attention module"),
+    "maps": ("attention", "def __call__(self, x, return_attn=False):\n        return (x, {}) if return_attn else x",
+             dict(dim=8, heads=2), r"with return_attn=True returns tuple whose 'attn' is NoneType"),
+    "posemb": ("posemb", "def __call__(self, x, grid):\n        return x[:, :1]\n\n"
+                         "    def patch_embeddings(self):\n        return None",
+               dict(dim=8, grid_size=(2, 2), num_prefix_tokens=1), r"maps tokens \[2, 5, 8\] of grid \(2, 2\)"),
+    "augment": ("augment", "def __call__(self, x, y):\n        return x[:, :, ::2], y",
+                dict(num_classes=3, img_size=8), r"maps \(x \[4, 3, 8, 8\], y \[4, 3\]\) to \(\[4, 3, 4, 8\], \[4, 3\]\)"),
+    "needs": ("visualizer", "needs = ('cls_token',)\n\n    def __call__(self, model, images, x, names):\n        return {}",
+              {}, r"needs \['cls_token'\], but a model serves only \['attention_maps'\]"),
+}
+
+
+@pytest.mark.parametrize("case", PROBED)
+def test_a_plugin_that_breaks_its_contract_on_a_tiny_input_is_refused_when_built(tmp_path, case):
+    """The contract is checked, not only documented: each kind's probe runs the plugin on a
+    tiny input when it is built and names what came back."""
+    kind, body, context, says = PROBED[case]
+    path = tmp_path / f"{case}.py"
+    path.write_text(f"from zoo.registry import register\n\n\n@register('{kind}', 'bad_{case}')\n"
+                    f"class Bad:\n    \"\"\"Breaks its contract.\"\"\"\n\n    {body}\n")
+    registry.load_file(path)
+    with pytest.raises(ZooError, match=rf"{kind}: {kind} 'bad_{case}' \({path}:\d+\) {says}"):
+        build(kind, f"bad_{case}", **context)

@@ -2,11 +2,14 @@
 a recipe may not set) and what each plugin must be (a Protocol: its contract).
 
 A plugin is a class or factory registered with `@register(kind, name)`; called with its
-recipe parameters and the context, it returns an object of its kind's Protocol.
+recipe parameters and the context, it returns an object of its kind's Protocol. What is
+checked when it is built: the Protocol's methods exist, and the kind's `probe` runs it on a
+tiny input (a forward of 5 tokens, a batch of 4 images) and checks the shapes it returns.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -75,18 +78,102 @@ class Dataset(Protocol):
     def __len__(self) -> int: ...
 
 
+NEEDS = ("attention_maps",)  # what a visualizer may need of a model (ViT.lacks answers)
+
+
+def _shape(value: Any) -> str:
+    return str(list(value.shape)) if hasattr(value, "shape") else type(value).__name__
+
+
+def probe_attention(obj: Any, ctx: dict[str, Any]) -> str | None:
+    """Tokens [2, 5, dim] in, the same shape out; with return_attn, maps [2, h, 5, 5]."""
+    import inspect
+
+    import torch
+
+    if "dim" not in ctx:  # built by hand without zoo's context: nothing to size a probe with
+        return None
+    x = torch.randn(2, 5, ctx["dim"])
+    out = obj(x)
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        return f"maps tokens {_shape(x)} to {_shape(out)}; {summary(Attention)}"
+    params = inspect.signature(obj.forward if hasattr(obj, "forward") else obj).parameters
+    if "return_attn" not in params:
+        return None
+    res = obj(x, return_attn=True)
+    maps = res[1] if isinstance(res, tuple) and len(res) == 2 and isinstance(res[1], dict) else {}
+    attn = maps.get("attn")
+    if not isinstance(attn, torch.Tensor) or attn.dim() != 4 or attn.shape[::2] != (2, 5) \
+            or attn.shape[-1] != 5:
+        return (f"with return_attn=True returns {type(res).__name__} whose 'attn' is "
+                f"{_shape(attn)}; expected (out, {{'attn': [B, heads, N, N]}}) ([2, heads, 5, 5])")
+    return None
+
+
+def probe_posemb(obj: Any, ctx: dict[str, Any]) -> str | None:
+    """Tokens of the grid in, the same shape out; patch_embeddings None or [gh*gw, dim]."""
+    import torch
+
+    if not {"dim", "grid_size", "num_prefix_tokens"} <= set(ctx):
+        return None
+    gh, gw = ctx["grid_size"]
+    x = torch.zeros(2, ctx["num_prefix_tokens"] + gh * gw, ctx["dim"])
+    out = obj(x, (gh, gw))
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        return f"maps tokens {_shape(x)} of grid {(gh, gw)} to {_shape(out)}; {summary(PosEmb)}"
+    table = obj.patch_embeddings()
+    if table is not None and tuple(table.shape) != (gh * gw, ctx["dim"]):
+        return f"patch_embeddings() is {_shape(table)}, not None or [{gh * gw}, {ctx['dim']}]"
+    return None
+
+
+def probe_augment(obj: Any, ctx: dict[str, Any]) -> str | None:
+    """A batch [4, 3, size, size] in [0, 1] and its soft targets keep their shapes (drawn
+    under a forked RNG: building a run never changes its random numbers)."""
+    import torch
+
+    if not {"img_size", "num_classes"} <= set(ctx):
+        return None
+    size, k = ctx["img_size"], max(ctx["num_classes"], 1)
+    with torch.random.fork_rng(devices=[]):
+        x, y = torch.rand(4, 3, size, size), torch.full((4, k), 1.0 / k)
+        out = obj(x, y)
+    if not (isinstance(out, tuple) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out)
+            and out[0].shape == x.shape and out[1].shape == y.shape):
+        shapes = ", ".join(map(_shape, out)) if isinstance(out, tuple) else _shape(out)
+        return f"maps (x {_shape(x)}, y {_shape(y)}) to ({shapes}); {summary(AugmentOp)}"
+    return None
+
+
+def probe_visualizer(obj: Any, ctx: dict[str, Any]) -> str | None:
+    """What can be checked without a model: the needs it declares are known."""
+    unknown = [n for n in getattr(obj, "needs", ()) if n not in NEEDS]
+    return f"needs {unknown}, but a model serves only {list(NEEDS)}" if unknown else None
+
+
+def probe_dataset(obj: Any, ctx: dict[str, Any]) -> str | None:
+    """Class names, and one mean and std per channel."""
+    if not (isinstance(obj.classes, list | tuple) and obj.classes):
+        return f"has classes {_shape(obj.classes)}; expected a non-empty list of names"
+    if not obj.mean or len(obj.mean) != len(obj.std):
+        return f"has {len(obj.mean)} mean and {len(obj.std)} std values; one per channel each"
+    return None
+
+
 @dataclass(frozen=True)
 class Kind:
     context: tuple[str, ...]  # what zoo passes; a recipe may not set these
     contract: type  # the Protocol a built plugin satisfies
+    probe: Callable[[Any, dict[str, Any]], str | None]  # a cheap check of the contract: why not
 
 
 KINDS: dict[str, Kind] = {
-    "attention": Kind(("dim", "heads", "layer", "depth", "qkv_bias", "attn_drop"), Attention),
-    "posemb": Kind(("dim", "grid_size", "num_prefix_tokens"), PosEmb),
-    "augment": Kind(("num_classes", "img_size"), AugmentOp),
-    "visualizer": Kind((), Visualizer),
-    "dataset": Kind(("split", "img_size", "root"), Dataset),
+    "attention": Kind(("dim", "heads", "layer", "depth", "qkv_bias", "attn_drop"), Attention,
+                      probe_attention),
+    "posemb": Kind(("dim", "grid_size", "num_prefix_tokens"), PosEmb, probe_posemb),
+    "augment": Kind(("num_classes", "img_size"), AugmentOp, probe_augment),
+    "visualizer": Kind((), Visualizer, probe_visualizer),
+    "dataset": Kind(("split", "img_size", "root"), Dataset, probe_dataset),
 }
 
 

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from zoo import registry
 from zoo.errors import ZooError
-from zoo.kinds import Attention, PosEmb
+from zoo.kinds import NEEDS, Attention, PosEmb
 from zoo.schema import ModelConfig, from_dict
 
 LN_EPS = 1e-6  # as in the ViT reference code (big_vision) and timm's ViTs
@@ -205,8 +205,8 @@ class ViT(nn.Module):
     def lacks(self, need: str) -> str | None:
         """Why this model cannot serve `need`, or None: what a visualizer's `needs` names
         (zoo.kinds.Visualizer). `attention_maps`: its attention plugin has `return_attn`."""
-        if need != "attention_maps":
-            raise ZooError(f"unknown visualizer need '{need}'; known: attention_maps")
+        if need not in NEEDS:
+            raise ZooError(f"unknown visualizer need '{need}'; known: {', '.join(NEEDS)}")
         params = inspect.signature(self.blocks[0].attn.forward).parameters
         if "return_attn" in params or any(p.kind == p.VAR_KEYWORD for p in params.values()):
             return None

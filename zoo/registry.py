@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo import kinds
-from zoo.errors import ZooError, brief, clip, suggest
+from zoo.errors import ZooError, brief, clip, first_line, suggest
 from zoo.io import packaged_dir
 from zoo.typecheck import check_type
 
@@ -192,9 +192,16 @@ def build(kind: str, spec: Any, *, path: str | None = None, **context: Any) -> A
     ctx = context if plugin.accepts_any() else {k: v for k, v in context.items() if k in sig}
     obj = plugin.obj(**ctx, **params)
     contract = kinds.KINDS[kind].contract
+    where = f"{path}: {kind} '{name}' ({plugin.file}:{plugin.line})"
     if not isinstance(obj, contract):
-        raise ZooError(f"{path}: {kind} '{name}' ({plugin.file}:{plugin.line}) returned "
-                       f"{type(obj).__name__}, not {contract.__name__}: {kinds.summary(contract)}")
+        raise ZooError(f"{where} returned {type(obj).__name__}, not {contract.__name__}: "
+                       f"{kinds.summary(contract)}")
+    try:
+        problem = kinds.KINDS[kind].probe(obj, context)
+    except Exception as e:  # a plugin's bug can raise anything on the test input
+        problem = f"fails on a tiny test input ({first_line(e)})"
+    if problem:
+        raise ZooError(f"{where} {problem}")
     return obj
 
 
