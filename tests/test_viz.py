@@ -437,3 +437,46 @@ def test_timm_source_offline(tmp_path, monkeypatch):
     assert subject.model.cfg.img_size == 160 and subject.mean == (0.5, 0.5, 0.5)
     with pytest.raises(ZooError, match="does not fit timm:vit_tiny_patch16_224"):
         load_timm("vit_tiny_patch16_224", str(pth))
+
+
+def test_timm_source_offline_fails_fast_or_reads_the_cache(tmp_path, monkeypatch):
+    """Where the hub is out of reach (HF_ENDPOINT at a closed loopback port; nothing leaves
+    this machine), the download runs in huggingface_hub's offline mode, as HF_HUB_OFFLINE=1
+    would: weights in its cache load, others are a one-line error at once instead of after
+    about 50 s of retries. Where the hub answers, nothing changes."""
+    import socket
+
+    import timm
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    from zoo.io import quiet_hub_retries
+
+    for var in ("https_proxy", "http_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+        monkeypatch.delenv(var.upper(), raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with socket.socket() as hub:
+        hub.bind(("127.0.0.1", 0))
+        hub.listen()
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{hub.getsockname()[1]}")
+        with quiet_hub_retries():
+            assert constants.HF_HUB_OFFLINE is False  # reachable: online, as before
+    with quiet_hub_retries():  # the port is closed now: connections are refused
+        assert constants.HF_HUB_OFFLINE is True
+    assert constants.HF_HUB_OFFLINE is False  # for this call only
+
+    Image.new("RGB", (90, 120), "white").save(tmp_path / "photo.png")
+    args = ["viz", "timm:test_vit", "--image", str(tmp_path / "photo.png"), "--out",
+            str(tmp_path / "out"), "--visualizer", "rollout"]
+    one_line_error(CliRunner().invoke(cli, args), "timm:test_vit: cannot get pretrained weights",
+                   "--weights test_vit.pth")
+    snapshot = tmp_path / "hub" / "models--timm--test_vit.r160_in1k" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    save_file(timm.create_model("test_vit").state_dict(), snapshot / "model.safetensors")
+    result = CliRunner().invoke(cli, args)  # downloaded before, offline now
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == [str(tmp_path / "out" / "rollout.png")]
