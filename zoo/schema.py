@@ -119,12 +119,14 @@ class Recipe:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-NAME = re.compile(r"[A-Za-z0-9_.=+,-]+")  # one portable file-name component, no quoting
+NAME_CHARS = "A-Za-z0-9_.=+,-"  # of run and sweep-cell names: portable, no shell quoting
+NAME = re.compile(f"[{NAME_CHARS}]+")
+UNSAFE = re.compile(f"[^{NAME_CHARS}]")
 
 
 def safe_name(stem: str) -> str:
     """A run name from a file name: characters a folder name should not hold become `_`."""
-    name = re.sub(r"[^A-Za-z0-9_.=+,-]", "_", stem)
+    name = UNSAFE.sub("_", stem)
     return "run" if name in ("", ".", "..") else name
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,9 @@ from typing import Any
 from zoo.errors import ZooError, suggest
 from zoo.io import read_json, write_json
 from zoo.recipe import find_recipe, read_yaml, yaml_value
+from zoo.schema import UNSAFE
 
 SWEEP_KEYS = ("name", "base", "set", "cells", "grid")
-SAFE = re.compile(r"[^A-Za-z0-9_.=+,-]")  # no quoting in a shell, portable in a file name
 MAX_NAME = 80
 ORDER_FILE = "sweep.json"  # in OUT: the sweep that made the cells, and their order
 
@@ -69,7 +68,7 @@ def load_sweep(path: str | Path) -> Sweep:
                 f"a sweep has {', '.join(SWEEP_KEYS)}"
             )
     name = str(data.get("name", path.stem))
-    if not name or SAFE.search(name):
+    if not name or UNSAFE.search(name):
         raise ZooError(f"{path}: name: '{name}' must be letters, digits and _.=+,- only")
     base = data.get("base")
     if not isinstance(base, str):
@@ -108,7 +107,7 @@ def _cells(value: Any, path: Path) -> list[tuple[str | None, dict[str, Any]]]:
     if not items:
         raise ZooError(f"{path}: cells: is empty; list at least one cell")
     for name, _ in items:
-        if name is not None and (not name or SAFE.search(name)):
+        if name is not None and (not name or UNSAFE.search(name)):
             raise ZooError(f"{path}: cells: name '{name}' must be letters, digits and _.=+,- only")
     return [(n, _overrides(v or {}, f"{path}: cells: {n or i}")) for i, (n, v) in enumerate(items)]
 
@@ -122,7 +121,7 @@ def _grid(value: Any, path: Path) -> list[tuple[dict[str, Any], dict[str, str]]]
     for key, values in grid.items():
         if isinstance(values, dict) and values:
             for label in values:
-                if SAFE.search(str(label)):
+                if UNSAFE.search(str(label)):
                     raise ZooError(f"{path}: grid: {key}: label '{label}' must be letters, digits and _.=+,- only")
             axes.append([(key, v, str(label)) for label, v in values.items()])
         elif isinstance(values, list) and values:
@@ -192,7 +191,7 @@ def cell_names(combos: list[Combo], path: Path) -> list[str]:
         parts = ([name] if name is not None else []) + [
             f"{short[k]}={labels.get(k) or short_value(o[k])}" for k in keys if k in o
         ]
-        text = SAFE.sub("_", "-".join(parts)) or "base"
+        text = UNSAFE.sub("_", "-".join(parts)) or "base"
         if len(text) > MAX_NAME:
             text = f"{text[:MAX_NAME - 7]}-{_digest({**c, **g})}"
         names.append(text)
