@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
@@ -23,7 +24,7 @@ from zoo.train.trainer import Trainer
 
 TINY = {"img_size": 32, "patch_size": 8, "dim": 32, "depth": 1, "heads": 2}
 RECIPE = """
-model: {{img_size: 32, patch_size: 8, dim: 32, depth: 1, heads: 2{model}}}
+model: {model}
 data: {{dataset: {{shapes: {{train_size: 64, val_size: 32}}}}, batch_size: 32, augment: []}}
 train: {{epochs: 1{train}}}
 log: {{tensorboard: false, progress: false}}
@@ -31,8 +32,12 @@ log: {{tensorboard: false, progress: false}}
 
 
 def write_recipe(tmp_path: Path, model: str = "", train: str = "", name: str = "r") -> Path:
+    """RECIPE with the model keys in `model` (", key: value, ...") over TINY's: a recipe
+    names each key once."""
+    keys = {**TINY, **(yaml.safe_load("{" + model.lstrip(", ") + "}") or {})}
     path = tmp_path / f"{name}.yaml"
-    path.write_text(RECIPE.format(model=model, train=train))
+    path.write_text(RECIPE.format(model=yaml.safe_dump(keys, default_flow_style=True, width=1000)
+                                  .strip(), train=train))
     return path
 
 
