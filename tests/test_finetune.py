@@ -17,7 +17,8 @@ from tests.test_cli import assert_one_line_error
 from zoo import checkpoint
 from zoo.cli import cli
 from zoo.finetune import init_weights, match
-from zoo.model import build_model, resize_grid
+from zoo.layers import resize_grid
+from zoo.model import build_model
 from zoo.recipe import load_recipe
 from zoo.schema import ModelConfig
 from zoo.train.trainer import Trainer

@@ -18,7 +18,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from zoo import registry
 from zoo.convert import from_timm, to_timm
 from zoo.errors import ZooError
-from zoo.model import DropPath, ViT, build_model
+from zoo.layers import DropPath
+from zoo.model import ViT, build_model
 
 SMALL = dict(img_size=16, patch_size=4, num_classes=5, dim=32, depth=3, heads=4, mlp_ratio=2.0)
 POSEMBS = ["none", "learned_1d", "learned_2d", "sinusoidal", {"sinusoidal": {"dims": 1}}]

@@ -13,7 +13,7 @@ import pytest
 import torch
 from einops import rearrange
 
-from zoo.model import resize_grid
+from zoo.layers import resize_grid
 from zoo.registry import build, builtin_dir, load_file
 
 DIM = 8

@@ -23,7 +23,8 @@ from zoo import checkpoint
 from zoo.convert import check_timm_name, from_timm, how_to_get, timm_vit
 from zoo.errors import ZooError, clip
 from zoo.io import read_state_dict
-from zoo.model import ViT, resize_grid, resize_table
+from zoo.layers import resize_grid, resize_table
+from zoo.model import ViT
 from zoo.runs import pick_checkpoint
 from zoo.schema import ModelConfig
 

@@ -23,77 +23,15 @@ import inspect
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
 from zoo import registry
 from zoo.errors import ZooError
 from zoo.kinds import NEEDS, Attention, PosEmb
+from zoo.layers import MLP, DropPath
 from zoo.schema import ModelConfig, from_dict
 
 LN_EPS = 1e-6  # as in the ViT reference code (big_vision) and timm's ViTs
-
-
-def resize_grid(table: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bicubic resize of a [gh, gw, C] table to `size`, so learned positions follow the image size.
-
-    As DINO's `interpolate_pos_encoding` (Caron et al. 2021); antialiased like timm's
-    `resample_abs_pos_embed`, so a converted timm model gives timm's outputs at any size.
-    """
-    if tuple(table.shape[:2]) == tuple(size):
-        return table
-    if size[1] == 1 < size[0]:  # PyTorch's antialiased bicubic resize to width 1 repeats its
-        # first output row (torch 2.x, CPU); height 1 is fine, so resize the transpose
-        return resize_grid(table.transpose(0, 1), (1, size[0])).transpose(0, 1)
-    t = rearrange(table.float(), "h w c -> 1 c h w")
-    t = F.interpolate(t, size=size, mode="bicubic", align_corners=False, antialias=True)
-    return rearrange(t, "1 c h w -> h w c").to(table.dtype)
-
-
-def resize_table(table: Tensor, prefix: int, src: tuple[int, int], grid: tuple[int, int]) -> Tensor:
-    """A position table [1, prefix + sh*sw, C] of grid `src` with its patch rows resized to
-    `grid` (resize_grid) and its prefix rows ([CLS]) kept."""
-    patches = rearrange(table[0, prefix:], "(h w) c -> h w c", h=src[0])
-    patches = rearrange(resize_grid(patches, grid), "h w c -> 1 (h w) c")
-    return torch.cat([table[:, :prefix], patches], dim=1)
-
-
-class DropPath(nn.Module):
-    """Stochastic depth (Huang et al. 2016): drop a sample's whole residual branch with prob p.
-
-    Kept samples are scaled by 1/(1 - p), so the expectation is unchanged. The scale goes
-    into the [B, 1, ...] mask first, so x is read once (as timm's `drop_path`); in bf16 the
-    factor 1/(1 - p) is rounded to bf16 like x.
-    """
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty(x.shape[0], *(1,) * (x.ndim - 1)).bernoulli_(keep).div_(keep)
-        return x * mask  # [B, 1, ...] broadcast: one pass over x
-
-    def extra_repr(self) -> str:
-        return f"p={self.p:.3f}"
-
-
-class MLP(nn.Module):
-    """The block's feed-forward net: Linear -> GELU -> Linear, dropout after each Linear."""
-
-    def __init__(self, dim: int, hidden: int, dropout: float):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 class Block(nn.Module):

@@ -3,7 +3,7 @@
 import torch
 from torch import Tensor, nn
 
-from zoo.model import resize_table
+from zoo.layers import resize_table
 from zoo.registry import register
 
 

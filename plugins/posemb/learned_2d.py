@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from zoo.model import resize_grid
+from zoo.layers import resize_grid
 from zoo.registry import register
 
 
