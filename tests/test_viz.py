@@ -23,7 +23,8 @@ from zoo.attention.figures import (
     ImageNames,
     build_visualizers,
     draw,
-    tensorboard_images,
+    figure_array,
+    png_bytes,
 )
 from zoo.attention.maps import (
     as_distribution,
@@ -140,12 +141,13 @@ def test_every_visualizer_on_tiny_models(attention, patch, posemb):
                              heads=2 if attention == "mhsa" else 1, attention=attention,
                              posemb=posemb)).eval()
     images = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
-    with torch.no_grad():
-        out = tensorboard_images(model, images, (0.5,) * 3, (0.5,) * 3, ALL, ["a", "b"])
-    assert sorted(out) == sorted(f"viz/{name}" for name in ALL)
-    for image in out.values():
-        assert image.dim() == 3 and image.shape[0] == 3 and 0 <= image.min() and image.max() <= 1
     x = model_input(model, images, (0.5,) * 3, (0.5,) * 3)
+    with torch.no_grad():
+        figures = draw(build_visualizers(ALL, "v"), model, images, x, ["a", "b"])
+    assert sorted(figures) == sorted(ALL)
+    for fig in figures.values():  # as TensorBoard gets them
+        image = figure_array(png_bytes(fig))
+        assert image.dim() == 3 and image.shape[0] == 3 and 0 <= image.min() and image.max() <= 1
     grid = (16 // patch,) * 2
     r = rollout_map(model, x, "min", 0.3)
     assert r.shape == (2, *grid) and (r >= 0).all() and r.sum() > 0
