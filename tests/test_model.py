@@ -280,7 +280,7 @@ def test_positions_matter_and_sinusoids_are_fixed() -> None:
 def test_model_helpers_for_the_trainer_and_visualizers() -> None:
     model = build_model({**SMALL, "heads": 2, "attention": "diff", "drop_path": 0.2})
     assert isinstance(model, ViT)
-    assert (model.patch_size, model.num_prefix_tokens, model.num_classes) == (4, 1, 5)
+    assert (model.cfg.patch_size, model.num_prefix_tokens, model.num_classes) == (4, 1, 5)
     skip = model.no_weight_decay()
     assert {"cls_token", "posemb.pos_embed", "norm.weight", "blocks.0.attn.lambda_q1",
             "blocks.0.attn.subln.weight", "blocks.0.attn.qkv.bias"} <= skip

@@ -151,8 +151,8 @@ PROBED = {  # kind, plugin body, context, what the error says
                dict(dim=8, grid_size=(2, 2), num_prefix_tokens=1), r"maps tokens \[2, 5, 8\] of grid \(2, 2\)"),
     "augment": ("augment", "def __call__(self, x, y):\n        return x[:, :, ::2], y",
                 dict(num_classes=3, img_size=8), r"maps \(x \[4, 3, 8, 8\], y \[4, 3\]\) to \(\[4, 3, 4, 8\], \[4, 3\]\)"),
-    "needs": ("visualizer", "needs = ('cls_token',)\n\n    def __call__(self, model, images, x, names):\n        return {}",
-              {}, r"needs \['cls_token'\], but a model serves only \['attention_maps'\]"),
+    "needs": ("visualizer", "needs = ('xray',)\n\n    def __call__(self, model, images, x, names):\n        return {}",
+              {}, r"needs \['xray'\], but a model serves only \['attention_maps', 'cls_token'\]"),
 }
 
 

@@ -35,3 +35,37 @@ def test_lsa_masks_the_diagonal_and_learns_one_temperature_per_head():
     assert torch.allclose(maps["attn"].sum(-1), torch.ones(2, 4, 7))
     attn(x).sum().backward()
     assert attn.scale.grad is not None and attn.scale.grad.abs().min() > 0
+
+
+def test_seqpool_is_a_softmax_weighted_sum_of_the_normalised_tokens():
+    """Hassani et al. 2021, Eq. 2-3: x_L' = softmax(g(x_L)^T) x_L on the normed tokens."""
+    discover()
+    torch.manual_seed(0)
+    pool = build("pool", "seqpool", dim=8)
+    norm = torch.nn.LayerNorm(8)
+    torch.nn.init.normal_(norm.weight)
+    x = torch.randn(3, 5, 8)
+    xl = norm(x)
+    weights = torch.softmax(xl @ pool.attention.weight.T + pool.attention.bias, dim=1)  # [3, 5, 1]
+    ref = (weights.transpose(1, 2) @ xl).squeeze(1)
+    assert torch.allclose(pool(x, 0, norm), ref, atol=1e-6)
+    assert not pool.cls_token
+
+
+def test_a_pool_without_cls_builds_a_model_without_one():
+    from zoo.model import build_model
+
+    discover()
+    cfg = dict(img_size=16, patch_size=4, dim=16, depth=1, heads=2, num_classes=3)
+    with_cls, seq = build_model(cfg), build_model({**cfg, "pool": "seqpool"})
+    mean_no_cls = build_model({**cfg, "pool": {"mean": {"cls_token": False}}})
+    assert (with_cls.num_prefix_tokens, seq.num_prefix_tokens, mean_no_cls.num_prefix_tokens) == (1, 0, 0)
+    assert seq.cls_token is None and "cls_token" not in dict(seq.named_parameters())
+    assert seq.posemb.pos_embed.shape[1] == 16  # a position per patch, none for [CLS]
+    maps = seq.attention_maps(torch.randn(2, 3, 16, 16))
+    assert maps[0].shape == (2, 2, 16, 16)
+    assert seq.lacks("cls_token") == "this model has no [CLS] token (pool: seqpool)"
+    assert with_cls.lacks("cls_token") is None
+    # one parameter vector of 16 fewer ([CLS]) and of 16 fewer positions, one Linear(16, 1) more
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(seq) == count(with_cls) - 16 - 16 + 17

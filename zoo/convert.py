@@ -254,12 +254,12 @@ def to_timm(model: ViT) -> nn.Module:
         raise ZooError("to_timm: no timm equivalent for " + "; ".join(bad))
     tm = VisionTransformer(
         img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=cfg.in_chans,
-        num_classes=cfg.num_classes, global_pool="token" if cfg.pool == "cls" else "avg",
+        num_classes=cfg.num_classes, global_pool="token" if spec_name(cfg.pool) == "cls" else "avg",
         embed_dim=cfg.dim, depth=cfg.depth, num_heads=cfg.heads, mlp_ratio=hidden / cfg.dim,
         qkv_bias=cfg.qkv_bias, pos_embed="learn" if posemb == "learned_1d" else "none",
         attn_layer="diff" if name == "diff" else "attn",
     )
-    rules = _OURS_TO_TIMM + ([(r"^norm\.", "fc_norm.")] if cfg.pool == "mean" else [])
+    rules = _OURS_TO_TIMM + ([(r"^norm\.", "fc_norm.")] if spec_name(cfg.pool) == "mean" else [])
     _load(tm, {_rename(k, rules): v for k, v in model.state_dict().items()}, "to_timm")
     if name == "diff":
         for ours, theirs in zip(model.blocks, tm.blocks, strict=True):

@@ -46,6 +46,27 @@ class PosEmb(Protocol):
 
 
 @runtime_checkable
+class Tokenizer(Protocol):
+    """Images [B, C, H, W] -> tokens on their grid [B, gh, gw, dim] (channels last, so the
+    grid travels with them); `grid(H, W) -> (gh, gw)` says the grid without running it."""
+
+    def __call__(self, img: Tensor) -> Tensor: ...
+
+    def grid(self, h: int, w: int) -> tuple[int, int]: ...
+
+
+@runtime_checkable
+class Pool(Protocol):
+    """Tokens after the last block [B, prefix + N, dim] -> one vector [B, dim] per image,
+    given the prefix count and the final norm (applied before or after pooling as the pool
+    defines). `cls_token`: whether the model it pools gets a [CLS] token."""
+
+    cls_token: bool
+
+    def __call__(self, x: Tensor, prefix: int, norm: Any) -> Tensor: ...
+
+
+@runtime_checkable
 class AugmentOp(Protocol):
     """One batch augmentation on the device: (x [B, C, H, W] floats in [0, 1], soft targets
     [B, K]) -> the same. `capturable = True` declares it draws its randomness from torch's
@@ -78,7 +99,7 @@ class Dataset(Protocol):
     def __len__(self) -> int: ...
 
 
-NEEDS = ("attention_maps",)  # what a visualizer may need of a model (ViT.lacks answers)
+NEEDS = ("attention_maps", "cls_token")  # what a visualizer may need of a model (ViT.lacks)
 
 
 def _shape(value: Any) -> str:
@@ -127,6 +148,35 @@ def probe_posemb(obj: Any, ctx: dict[str, Any]) -> str | None:
     return None
 
 
+def probe_tokenizer(obj: Any, ctx: dict[str, Any]) -> str | None:
+    """Two images at the model's size -> [2, gh, gw, dim] with (gh, gw) = grid(size, size)."""
+    import torch
+
+    if not {"in_chans", "dim", "img_size"} <= set(ctx):
+        return None
+    size = ctx["img_size"]
+    x = torch.zeros(2, ctx["in_chans"], size, size)
+    out, grid = obj(x), tuple(obj.grid(size, size))
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, *grid, ctx["dim"]):
+        return (f"maps images {_shape(x)} to {_shape(out)}, not [2, gh, gw, {ctx['dim']}] "
+                f"with its grid({size}, {size}) = {grid}; {summary(Tokenizer)}")
+    return None
+
+
+def probe_pool(obj: Any, ctx: dict[str, Any]) -> str | None:
+    """Tokens [2, prefix + 4, dim] -> [2, dim]."""
+    import torch
+
+    if "dim" not in ctx:
+        return None
+    prefix = int(bool(obj.cls_token))
+    x = torch.randn(2, prefix + 4, ctx["dim"])
+    out = obj(x, prefix, torch.nn.LayerNorm(ctx["dim"]))
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, ctx["dim"]):
+        return f"maps tokens {_shape(x)} to {_shape(out)}; {summary(Pool)}"
+    return None
+
+
 def probe_augment(obj: Any, ctx: dict[str, Any]) -> str | None:
     """A batch [4, 3, size, size] in [0, 1] and its soft targets keep their shapes (drawn
     under a forked RNG: building a run never changes its random numbers)."""
@@ -171,6 +221,8 @@ KINDS: dict[str, Kind] = {
     "attention": Kind(("dim", "heads", "layer", "depth", "qkv_bias", "attn_drop"), Attention,
                       probe_attention),
     "posemb": Kind(("dim", "grid_size", "num_prefix_tokens"), PosEmb, probe_posemb),
+    "tokenizer": Kind(("in_chans", "dim", "patch_size", "img_size"), Tokenizer, probe_tokenizer),
+    "pool": Kind(("dim",), Pool, probe_pool),
     "augment": Kind(("num_classes", "img_size"), AugmentOp, probe_augment),
     "visualizer": Kind((), Visualizer, probe_visualizer),
     "dataset": Kind(("split", "img_size", "root"), Dataset, probe_dataset),

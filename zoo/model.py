@@ -4,15 +4,15 @@ Dosovitskiy et al. 2020, "An Image is Worth 16x16 Words: Transformers for Image 
 at Scale" (https://arxiv.org/abs/2010.11929). Read top to bottom:
 
     image [B, 3, H, W]
-      -> patch embedding (a conv with stride = kernel = patch)   [B, N, C], N = gh * gw
-      -> prepend the [CLS] token                                 [B, 1 + N, C]
+      -> tokenizer plugin (`patch`: a conv with stride = kernel = patch)   [B, N, C], N = gh * gw
+      -> prepend the [CLS] token, where the pool reads one            [B, 1 + N, C]
       -> positional-embedding plugin (`posemb`), dropout
       -> depth x pre-norm Block: x + attn(norm(x)), x + mlp(norm(x))
-      -> pool ([CLS] token or mean of the patch tokens), final norm, linear head -> [B, classes]
+      -> pool plugin with the final norm ([CLS], mean, seqpool), linear head -> [B, classes]
 
-Attention and positional embedding are plugins chosen by name in the recipe (registry kinds
-`attention` and `posemb`); the built-in ones live in plugins/attention and plugins/posemb.
-Their contracts are Protocols in zoo.kinds. Attention maps come from `ViT.attention_maps`,
+Tokenizer, attention, positional embedding and pool are plugins chosen by name in the
+recipe (registry kinds of those names; the built-in ones live in plugins/<kind>/). Their
+contracts are Protocols in zoo.kinds. Attention maps come from `ViT.attention_maps`,
 which runs the plugins' explicit path; the normal forward neither returns nor keeps them.
 """
 
@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from zoo import registry
 from zoo.errors import ZooError
-from zoo.kinds import NEEDS, Attention, PosEmb
+from zoo.kinds import NEEDS, Attention, Pool, PosEmb, Tokenizer
 from zoo.layers import MLP, DropPath
 from zoo.schema import ModelConfig, from_dict
 
@@ -61,20 +61,20 @@ class Block(nn.Module):
 
 
 class ViT(nn.Module):
-    """Vision Transformer with pluggable attention and positional embedding."""
-
-    num_prefix_tokens = 1  # the [CLS] token; it is always there, also for pool: mean
+    """Vision Transformer with pluggable tokenizer, attention, positional embedding and pool."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.patch_size = cfg.patch_size
-        self.grid_size = (cfg.img_size // cfg.patch_size,) * 2  # (gh, gw) it was built for
         self.num_classes = cfg.num_classes
-        self.pool = cfg.pool
-
-        self.patch_embed = nn.Conv2d(cfg.in_chans, cfg.dim, cfg.patch_size, stride=cfg.patch_size)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
+        self.patch_embed: Tokenizer = registry.build(
+            "tokenizer", cfg.tokenizer, path="model.tokenizer", in_chans=cfg.in_chans,
+            dim=cfg.dim, patch_size=cfg.patch_size, img_size=cfg.img_size,
+        )
+        self.grid_size = tuple(self.patch_embed.grid(cfg.img_size, cfg.img_size))  # as built
+        self.pool: Pool = registry.build("pool", cfg.pool, path="model.pool", dim=cfg.dim)
+        self.num_prefix_tokens = int(bool(self.pool.cls_token))  # the [CLS] token, if any
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim)) if self.num_prefix_tokens else None
         self.posemb: PosEmb = registry.build(
             "posemb", cfg.posemb, path="model.posemb", dim=cfg.dim, grid_size=self.grid_size,
             num_prefix_tokens=self.num_prefix_tokens,
@@ -88,7 +88,8 @@ class ViT(nn.Module):
         self.norm = nn.LayerNorm(cfg.dim, eps=LN_EPS)
         self.head = nn.Linear(cfg.dim, cfg.num_classes) if cfg.num_classes else nn.Identity()
 
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        if self.cls_token is not None:
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
         for m in self.modules():  # plugins' layers too: one init rule for every Linear
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -96,20 +97,17 @@ class ViT(nn.Module):
                     nn.init.zeros_(m.bias)
 
     def encode(self, img: Tensor, maps: list[dict[str, Tensor]] | None = None) -> Tensor:
-        """Images [B, C, H, W] -> tokens [B, 1 + N, dim] after the last block (before the norm).
+        """Images [B, C, H, W] -> tokens [B, prefix + N, dim] after the last block (before
+        the norm).
 
-        H and W may differ from the training size (multiples of the patch size); learned
+        H and W may differ from the training size (as the tokenizer allows); learned
         positional embeddings are then resized. A `maps` list collects each layer's maps.
         """
-        p = self.patch_size
-        if img.shape[-2] % p or img.shape[-1] % p:
-            raise ZooError(
-                f"image size {tuple(img.shape[-2:])} is not a multiple of the patch size {p}"
-            )
-        x = self.patch_embed(img)  # [B, C, gh, gw]
-        grid = (x.shape[-2], x.shape[-1])
-        x = x.flatten(2).transpose(1, 2)  # [B, N, C], a view: the cat below is the only copy
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # [B, 1+N, C]
+        x = self.patch_embed(img)  # [B, gh, gw, C]
+        grid = (x.shape[1], x.shape[2])
+        x = x.flatten(1, 2)  # [B, N, C], a view: the cat below is the only copy
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # [B, 1+N, C]
         x = self.pos_drop(self.posemb(x, grid))
         for block in self.blocks:
             x = block(x, maps)
@@ -117,14 +115,15 @@ class ViT(nn.Module):
 
     def forward(self, img: Tensor) -> Tensor:
         """Images [B, C, H, W] -> logits [B, num_classes] (pooled features if num_classes is 0)."""
-        x = self.encode(img)
-        x = x[:, 0] if self.pool == "cls" else x[:, self.num_prefix_tokens :].mean(dim=1)
-        # norm after pooling: LayerNorm is per token, so for cls this is norm-then-pick (timm's
-        # 'token'); for mean it is timm's fc_norm ('avg'). Either way one token, not 1 + N.
-        return self.head(self.norm(x))
+        return self.head(self.features(img))
+
+    def features(self, img: Tensor) -> Tensor:
+        """Images -> the pooled, normalised vector the head reads [B, dim] (kNN, probes)."""
+        return self.pool(self.encode(img), self.num_prefix_tokens, self.norm)
 
     def attention_maps(self, img: Tensor, details: bool = False) -> list[Any]:
-        """Per-layer attention probabilities [B, heads, 1 + N, 1 + N] (token 0 is [CLS]).
+        """Per-layer attention probabilities [B, heads, T, T] over the prefix ([CLS]) and
+        the patch tokens, T = prefix + N.
 
         With `details`, per-layer dicts instead: `attn` and, for differential attention, the
         two softmax maps `attn1`, `attn2` and the scalar `lam`. Runs under the caller's grad
@@ -145,6 +144,9 @@ class ViT(nn.Module):
         (zoo.kinds.Visualizer). `attention_maps`: its attention plugin has `return_attn`."""
         if need not in NEEDS:
             raise ZooError(f"unknown visualizer need '{need}'; known: {', '.join(NEEDS)}")
+        if need == "cls_token":
+            return None if self.num_prefix_tokens else (
+                f"this model has no [CLS] token (pool: {registry.spec_name(self.cfg.pool)})")
         params = inspect.signature(self.blocks[0].attn.forward).parameters
         if "return_attn" in params or any(p.kind == p.VAR_KEYWORD for p in params.values()):
             return None

@@ -272,6 +272,8 @@ def check_override_key(item: str) -> None:
 def plugin_specs(recipe: Recipe) -> list[tuple[str, Any, str]]:
     """(kind, spec, recipe key path) of every plugin the recipe names."""
     return [
+        ("tokenizer", recipe.model.tokenizer, "model.tokenizer"),
+        ("pool", recipe.model.pool, "model.pool"),
         ("attention", recipe.model.attention, "model.attention"),
         ("posemb", recipe.model.posemb, "model.posemb"),
         ("dataset", recipe.data.dataset, "data.dataset"),

@@ -39,7 +39,8 @@ class ModelConfig:
     drop_path: float = 0.0
     drop_path_schedule: str = "linear"  # linear: 0 -> drop_path over the blocks (DeiT); uniform
     qkv_bias: bool = True
-    pool: str = "cls"  # cls | mean
+    tokenizer: Spec = "patch"  # image -> tokens: patch, spt, conv (plugins/tokenizer)
+    pool: Spec = "cls"  # tokens -> one vector: cls, mean, seqpool (plugins/pool)
     attention: Spec = "mhsa"
     posemb: Spec = "learned_1d"
     # weights to start from, matched by name (zoo/finetune.py): a run dir or checkpoint, a
@@ -186,7 +187,6 @@ RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model.pool": ("cls", "mean"),
     "model.drop_path_schedule": ("linear", "uniform"),
     "train.optimizer": ("adamw", "sgd"),
     "train.amp": ("none", "bf16", "fp16"),
@@ -222,8 +222,6 @@ def from_dict(data: dict[str, Any], source: str = "recipe") -> Recipe:
         raise ZooError(f"{source}: data.repeats: {recipe.data.repeats} must be 1 or more "
                        "(3 is repeated augmentation as DeiT and Lee et al. use it)")
     m = recipe.model
-    if m.img_size % m.patch_size:
-        raise ZooError(f"{source}: model.patch_size: {m.patch_size} does not divide img_size {m.img_size}")
     if m.dim % m.heads:
         raise ZooError(f"{source}: model.heads: {m.heads} does not divide dim {m.dim}")
     if m.init is not None and m.init.removeprefix("timm:").strip() == "":

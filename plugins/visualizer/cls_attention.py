@@ -29,7 +29,7 @@ class ClsAttention:
     map says little there; use rollout.
     """
 
-    needs = ("attention_maps",)
+    needs = ("attention_maps", "cls_token")
 
     def __init__(self, layer: int = -1, scale: str = "panel"):
         check_scale(scale, "cls_attention")

@@ -40,7 +40,7 @@ class Dino:
     the positive part of the differential map, renormalised (attention.maps.as_distribution).
     """
 
-    needs = ("attention_maps",)
+    needs = ("attention_maps", "cls_token")
 
     def __init__(self, threshold: float = 0.6, layer: int = -1, scale: str = "panel"):
         if not 0 < threshold <= 1:

@@ -19,6 +19,7 @@ from einops import rearrange
 from torch import Tensor
 
 from zoo.errors import ZooError, suggest
+from zoo.registry import spec_name
 
 if TYPE_CHECKING:
     from zoo.model import ViT
@@ -103,7 +104,7 @@ def scaled(maps: Tensor) -> Tensor:
 
 
 def grid_of(model: ViT, x: Tensor) -> tuple[int, int]:
-    return x.shape[-2] // model.patch_size, x.shape[-1] // model.patch_size
+    return tuple(model.patch_embed.grid(x.shape[-2], x.shape[-1]))
 
 
 def attention_maps(model: ViT, x: Tensor) -> list[Tensor]:
@@ -126,10 +127,11 @@ def cls_attention_maps(model: ViT, x: Tensor, layer: int = -1) -> Tensor:
 def rollout_map(model: ViT, x: Tensor, fusion: str = "mean", discard: float = 0.0) -> Tensor:
     """[B, gh, gw]: the rollout of the tokens the classifier reads, over the patches.
 
-    That is the [CLS] row for `pool: cls`, and the mean of the patch rows for `pool: mean`.
+    That is the [CLS] row for `pool: cls`, and the mean of the patch rows for other pools
+    (`mean`; for `seqpool`, whose weights depend on the image, their plain mean).
     """
     r = rollout(attention_maps(model, x), fusion, discard)
     p = model.num_prefix_tokens
-    rows = r[:, :1] if model.pool == "cls" else r[:, p:]
+    rows = r[:, :1] if spec_name(model.cfg.pool) == "cls" else r[:, p:]
     grid = grid_of(model, x)
     return rearrange(rows.mean(1)[:, p:], "b (gh gw) -> b gh gw", gh=grid[0], gw=grid[1])
