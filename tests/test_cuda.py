@@ -108,7 +108,7 @@ def test_resume_on_cuda_restores_the_cuda_rng(tmp_path):
 def test_viz_and_predict_compute_on_the_device_asked(tmp_path, monkeypatch):
     """`--device cuda` moves the model there (viz draws from it on CUDA) and predict on CUDA
     ranks as on the CPU."""
-    from zoo.attention import figures
+    from zoo.viz import figures
 
     run = tmp_path / "run"
     result = CliRunner().invoke(cli, ["run", str(tiny_recipe(tmp_path)), "--out", str(run)])

@@ -19,14 +19,21 @@ from PIL import Image
 
 from tests.conftest import ROOT
 from zoo import checkpoint
-from zoo.attention.figures import (
+from zoo.cli import cli
+from zoo.data import build_datasets, load_image, model_input
+from zoo.errors import ZooError
+from zoo.model import build_model
+from zoo.recipe import load_recipe
+from zoo.registry import discover
+from zoo.runs import load_trained
+from zoo.viz.figures import (
     ImageNames,
     build_visualizers,
     draw,
     figure_array,
     png_bytes,
 )
-from zoo.attention.maps import (
+from zoo.viz.maps import (
     as_distribution,
     cls_attention_maps,
     cls_maps,
@@ -37,7 +44,7 @@ from zoo.attention.maps import (
     rollout_map,
     upsample,
 )
-from zoo.attention.subjects import (
+from zoo.viz.subjects import (
     ALL,
     Subject,
     compare_figures,
@@ -45,13 +52,6 @@ from zoo.attention.subjects import (
     load_subject,
     load_timm,
 )
-from zoo.cli import cli
-from zoo.data import build_datasets, load_image, model_input
-from zoo.errors import ZooError
-from zoo.model import build_model
-from zoo.recipe import load_recipe
-from zoo.registry import discover
-from zoo.runs import load_trained
 
 
 def one_line_error(result, *fragments: str) -> str:
@@ -246,7 +246,7 @@ def test_trained_quickstart_attends_to_the_object(quickstart_run):
     model, recipe, _ = load_trained(quickstart_run)
     val = build_datasets(recipe.data.dataset, ["val"], recipe.model.img_size, recipe.data.root)["val"]
     x = model_input(model, val.images[:500], val.mean, val.std)
-    frac = F.avg_pool2d(val.masks[:500, None].float(), model.patch_size)[:, 0]  # [B, gh, gw]
+    frac = F.avg_pool2d(val.masks[:500, None].float(), model.cfg.patch_size)[:, 0]  # [B, gh, gw]
     obj = frac.mean((1, 2))
 
     def share(maps: torch.Tensor) -> torch.Tensor:

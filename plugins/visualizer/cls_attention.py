@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
-from zoo.attention.figures import check_scale, heat_figure
-from zoo.attention.maps import cls_attention_maps
 from zoo.registry import register, spec_name
+from zoo.viz.figures import check_scale, heat_figure
+from zoo.viz.maps import cls_attention_maps
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -25,7 +25,7 @@ class ClsAttention:
     (Dosovitskiy et al. 2020, Fig. 6; Caron et al. 2021, Fig. 1). Each panel is scaled to
     its maximum (`scale: image`: all panels of an image over their largest value, so a
     near-uniform head looks dim beside a sharp one). Diff-ViT: the positive part of the differential map, renormalised
-    (attention.maps.as_distribution). In a `pool: mean` model the head never reads [CLS], so its
+    (zoo.viz.maps.as_distribution). In a `pool: mean` model the head never reads [CLS], so its
     map says little there; use rollout.
     """
 

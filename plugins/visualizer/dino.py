@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from torch import Tensor
 
-from zoo.attention.figures import (
+from zoo.errors import ZooError
+from zoo.registry import register, spec_name
+from zoo.viz.figures import (
     check_scale,
     gap_of,
     grid_figure,
@@ -16,9 +18,7 @@ from zoo.attention.figures import (
     rgb01,
     scale_maps,
 )
-from zoo.attention.maps import cls_attention_maps, mass_mask, upsample
-from zoo.errors import ZooError
-from zoo.registry import register, spec_name
+from zoo.viz.maps import cls_attention_maps, mass_mask, upsample
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -37,7 +37,7 @@ class Dino:
     (`mask 9%`: the share of the patches it keeps, averaged over the images): a head that
     looks at the object keeps few patches. Heat maps are scaled per panel, or per image
     with `scale: image` (scale_maps); the colour bar says which. Diff-ViT:
-    the positive part of the differential map, renormalised (attention.maps.as_distribution).
+    the positive part of the differential map, renormalised (zoo.viz.maps.as_distribution).
     """
 
     needs = ("attention_maps", "cls_token")

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from zoo.attention.figures import DPI, mosaic, note_figure
-from zoo.attention.maps import cosine_similarity
 from zoo.registry import register, spec_name
+from zoo.viz.figures import DPI, mosaic, note_figure
+from zoo.viz.maps import cosine_similarity
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

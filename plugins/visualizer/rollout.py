@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
-from zoo.attention.figures import heat_figure
-from zoo.attention.maps import rollout_map
 from zoo.errors import ZooError
 from zoo.registry import register, spec_name
+from zoo.viz.figures import heat_figure
+from zoo.viz.maps import rollout_map
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -26,7 +26,7 @@ class Rollout:
     and rows renormalised, so the [CLS] row of the product traces the output back to the
     patches (for `pool: mean`, the mean of the patch rows). `fusion` (mean, max or min)
     joins the heads of a layer; `discard` zeroes that fraction of each row's weakest entries
-    first. Diff-ViT: each head's positive part, renormalised (attention.maps.as_distribution).
+    first. Diff-ViT: each head's positive part, renormalised (zoo.viz.maps.as_distribution).
     """
 
     needs = ("attention_maps",)

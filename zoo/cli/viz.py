@@ -57,11 +57,11 @@ def viz(source: str, image_paths: tuple[str, ...], specs: tuple[str, ...], compa
     """
     import torch
 
-    from zoo.attention.figures import ImageNames, build_visualizers, draw, save_png
-    from zoo.attention.subjects import ALL, COMPARE, compare_figures, load_subject
     from zoo.data import load_images, model_input
     from zoo.device import Dist, pick_device
     from zoo.registry import discover
+    from zoo.viz.figures import ImageNames, build_visualizers, draw, save_png
+    from zoo.viz.subjects import ALL, COMPARE, compare_figures, load_subject
 
     dev = pick_device(device, Dist(), "--device")
     discover(plugin_paths)

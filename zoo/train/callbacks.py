@@ -121,7 +121,7 @@ class TensorBoard(Callback):
     def before_fit(self, trainer: Trainer) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        from zoo.attention.figures import build_visualizers, drawable
+        from zoo.viz.figures import build_visualizers, drawable
 
         # on resume, hide what was logged after the checkpoint's step; its own step stays
         self.writer = SummaryWriter(log_dir=str(trainer.run_dir),
@@ -143,7 +143,7 @@ class TensorBoard(Callback):
             self.writer.add_scalar(tag, value, trainer.step)
 
     def after_eval(self, trainer: Trainer, metrics: dict[str, Any], best: bool) -> None:
-        from zoo.attention.figures import figure_array
+        from zoo.viz.figures import figure_array
 
         step = metrics["step"]
         for tag, key in SCALARS:
@@ -173,9 +173,9 @@ class TensorBoard(Callback):
         weights evaluation reads, as PNGs. One that fails is dropped with a warning line."""
         if not self.visualizers:
             return {}
-        from zoo.attention.figures import draw, png_bytes
-        from zoo.attention.subjects import first_images
         from zoo.data import model_input
+        from zoo.viz.figures import draw, png_bytes
+        from zoo.viz.subjects import first_images
 
         model = trainer.eval_model
         images, names = first_images(next(iter(trainer.eval_data.values())),

@@ -115,9 +115,9 @@ def check(recipe: Recipe, init: bool = True) -> list[str]:
     read: model.init is there (with `init`), the model builds, and each of log.visualizers
     can draw it. Returns the warning lines (a figure that cannot be drawn is skipped in
     training, never an error)."""
-    from zoo.attention.figures import build_visualizers, drawable
     from zoo.finetune import check_init
     from zoo.model import build_model
+    from zoo.viz.figures import build_visualizers, drawable
 
     if init:
         check_init(recipe.model)

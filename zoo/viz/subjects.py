@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from zoo.attention.figures import ImageNames, class_labels, heat_figure, predicted
 from zoo.data import TensorData, build_datasets, model_input
 from zoo.errors import ZooError
 from zoo.registry import spec_name
+from zoo.viz.figures import ImageNames, class_labels, heat_figure, predicted
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from zoo.attention.maps import scaled, upsample
 from zoo.errors import ZooError
 from zoo.registry import build, spec_name
+from zoo.viz.maps import scaled, upsample
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
