@@ -1,11 +1,14 @@
-"""tools/clip_vs_resnet.py and the shared tools/clip_common.py, on tiny random models."""
+"""`zoo clip-vs-resnet` (tools/compare/) and the CLIP code both tools share
+(tools/clip_common/), on tiny random models."""
 
 from __future__ import annotations
 
 import ast
 import csv
+import importlib.metadata
 import json
 import math
+import shlex
 import subprocess
 import sys
 import urllib.error
@@ -13,25 +16,31 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner, Result
+from zoo_tools.clip_common import images, models, zeroshot
+from zoo_tools.clip_common.settings import ClipOptions
+from zoo_tools.compare import architecture, evaluation, galleries, labels, predict
+from zoo_tools.compare import report as compare_report
+from zoo_tools.compare import resnet as timm_resnet
+from zoo_tools.compare import run as compare_run
 
+import zoo.cli
 import zoo.io
 from tests.conftest import ROOT
-from tools import clip_common as cc
-from tools import clip_vs_resnet as cvr
-from tools import fp16_profile as fp
+from zoo.cli import cli
 from zoo.errors import ZooError
 
-clip = cc.tool_package("clip")  # through clip_common, which silences openai-clip's pkg_resources warning
+clip = models.tool_package("clip")  # through clip_common, which silences openai-clip's pkg_resources warning
 
 # A CLIP small enough to build and run in milliseconds (ModifiedResNet image tower).
-TINY = cc.ClipArch(embed_dim=32, image_resolution=32, vision_layers=(1, 1, 1, 1), vision_width=8,
+TINY = models.ClipArch(embed_dim=32, image_resolution=32, vision_layers=(1, 1, 1, 1), vision_width=8,
                    vision_patch_size=None, transformer_width=64, transformer_heads=1, transformer_layers=2)
 TINY_RESNET = "test_resnet.r160_in1k"  # timm's 0.5 M-parameter ResNet test model, 1000 classes
 
 
 @pytest.fixture
 def tiny_clip(monkeypatch) -> str:
-    monkeypatch.setitem(cc.CLIP_ARCHS, "tiny", TINY)
+    monkeypatch.setitem(models.CLIP_ARCHS, "tiny", TINY)
     return "tiny"
 
 
@@ -40,7 +49,7 @@ def photos(tmp_path_factory) -> dict[str, Path]:
     """scikit-image's sample photos written as JPEG/PNG files (shrunk: speed, not content)."""
     folder = tmp_path_factory.mktemp("photos")
     out = {}
-    for name, image in cc.sample_photos():
+    for name, image in images.sample_photos():
         image.thumbnail((128, 128))
         out[name] = folder / f"{name}.{'png' if name == 'coffee' else 'jpg'}"
         image.save(out[name])
@@ -71,25 +80,28 @@ def record_atomic_writes(monkeypatch, *modules) -> list[Path]:
     return written
 
 
-def _one_line_error(capsys, argv: list[str]) -> str:
-    with pytest.raises(SystemExit) as exc:
-        cvr.main(argv)
-    assert exc.value.code == 2
-    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("warning: ")]
-    assert len(err) == 1 and err[0].startswith("error: "), err
+def zoo_cli(*args: str) -> Result:
+    """`zoo ARGS` as a user runs it, in this process (so that tests can shrink the models)."""
+    return CliRunner().invoke(cli, list(args), prog_name="zoo")
+
+
+def _one_line_error(argv: list[str]) -> str:
+    result = zoo_cli("clip-vs-resnet", *argv)
+    err = [line for line in result.output.strip().splitlines() if not line.startswith("warning: ")]
+    assert result.exit_code == 2 and len(err) == 1 and err[0].startswith("error: "), result.output
     return err[0]
 
 
 # --- what both tools share -----------------------------------------------------------------
 
-TOOLS = {"clip_vs_resnet": cvr, "fp16_profile": fp}
+TOOLS = {"clip-vs-resnet": "zoo_tools.compare.run.compare", "fp16-profile": "zoo_tools.fp16.run.profile_clip"}
 
 
 def test_tools_leave_files_devices_and_images_to_zoo():
     """One job, one home: files are written by zoo.io (atomically), the device is chosen by
     zoo.device, images are decoded by zoo.io.open_rgb; no tool does any of it on its own."""
     zoos = {"Image.open", "os.replace", "os.fdopen", "torch.cuda.is_available", "torch.cuda.set_device"}
-    for path in sorted((ROOT / "tools").glob("*.py")):
+    for path in sorted((ROOT / "tools").rglob("*.py")):
         tree = ast.parse(path.read_text())
         calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
         names = {ast.unparse(call.func) for call in calls}
@@ -102,26 +114,51 @@ def test_tools_leave_files_devices_and_images_to_zoo():
 
 
 @pytest.mark.parametrize("name", TOOLS)
-def test_both_tools_take_zoos_run_flags(name):
-    required = ["IMAGES", "--out", "OUT"] if name == "clip_vs_resnet" else []
-    parser = TOOLS[name].build_parser()
-    args = parser.parse_args([*required, "--device", "cuda:1", "--seed", "3", "--no-progress", "--debug"])
-    assert (args.device, args.seed, args.no_progress, args.debug) == ("cuda:1", 3, True, True)
-    args = parser.parse_args(required)
-    assert (args.device, args.seed, args.no_progress, args.debug) == ("auto", 0, False, False)
+def test_both_tools_take_zoos_run_flags(name, monkeypatch):
+    """The CLIP and run flags reach the library as one ClipOptions, the same for both tools."""
+    jobs = []
+    monkeypatch.setattr(TOOLS[name], lambda job: jobs.append(job) or {
+        "n_images": 0, "skipped": [], "latency": [], "figures": [], "interrupted": False})
+    required = ["IMAGES", "--out", "OUT"] if name == "clip-vs-resnet" else []
+    given = ["--device", "cuda:1", "--seed", "3", "--no-progress", "--clip-model", "RN101",
+             "--clip-weights", "w.pt", "--random-init", "--prompts", "name", "--cache-dir", "cache"]
+    for args in (given, []):
+        assert zoo_cli(name, *required, *args).exit_code == 0
+    assert jobs[0].clip == ClipOptions(model="RN101", weights=Path("w.pt"), random_init=True, prompts="name",
+                                       cache_dir=Path("cache"), device="cuda:1", seed=3, progress=False)
+    assert jobs[1].clip == ClipOptions()
+    assert (jobs[1].clip.device, jobs[1].clip.seed, jobs[1].clip.progress) == ("auto", 0, True)
+
+
+def test_a_command_that_cannot_be_loaded_is_listed_and_says_why(monkeypatch):
+    """zoo loads the `zoo.commands` entry points to list them: one that is broken (a missing
+    module, or not a click command) shows why in `zoo --help`, fails in one line when run,
+    and leaves the other commands alone."""
+    broken = {name: importlib.metadata.EntryPoint(name, value, "zoo.commands")
+              for name, value in (("gone", "zoo_no_such_module:command"), ("plain", "os:getcwd"))}
+    monkeypatch.setattr(zoo.cli, "installed_commands", lambda: broken)
+    listed = zoo_cli("--help")
+    text = " ".join(listed.output.split())
+    assert listed.exit_code == 0 and "gone cannot load zoo_no_such_module:command" in text
+    assert "plain cannot load os:getcwd" in text and "list List plugins" in text
+    for name, why in (("gone", "ModuleNotFoundError: No module named 'zoo_no_such_module'"),
+                      ("plain", "TypeError: os:getcwd is not a click command")):
+        result = zoo_cli(name, "x", "--y")
+        assert result.exit_code == 2 and result.output.splitlines() == [
+            f"error: zoo {name}: cannot load {broken[name].value} ({why}); reinstall the package that "
+            "declares it"]
 
 
 @pytest.mark.parametrize("name", TOOLS)
-def test_debug_shows_the_traceback(name, tmp_path, monkeypatch, capsys):
-    """As run from a shell (the argv comes from sys.argv): --debug prints the traceback first."""
-    bad = ([str(tmp_path), "--out", str(tmp_path / "out"), "--batch-size", "0"] if name == "clip_vs_resnet"
+def test_debug_shows_the_traceback(name, tmp_path):
+    """--debug, after the command or before it, prints the traceback before the one line."""
+    bad = ([str(tmp_path / "missing"), "--out", str(tmp_path / "out")] if name == "clip-vs-resnet"
            else ["--out", str(tmp_path / "out"), "--batch-sizes", "0"])
-    for debug in (False, True):
-        monkeypatch.setattr(sys, "argv", [f"tools/{name}.py", *bad, *(["--debug"] if debug else [])])
-        with pytest.raises(SystemExit) as exc:
-            TOOLS[name].main()
-        err = capsys.readouterr().err.strip().splitlines()
-        assert exc.value.code == 2 and err[-1].startswith("error: --batch-size")
+    for args in ([name, *bad], [name, *bad, "--debug"], ["--debug", name, *bad]):
+        result = zoo_cli(*args)
+        err = result.output.strip().splitlines()
+        debug = "--debug" in args
+        assert result.exit_code == 2 and err[-1].startswith("error: "), result.output
         assert (err[0] == "Traceback (most recent call last):") == debug and (len(err) == 1) != debug
 
 
@@ -129,23 +166,23 @@ def test_device_choice_is_zoos_with_errors_worded_for_the_flag(monkeypatch):
     """--device goes through zoo.device.pick_device: auto/cpu/cuda/cuda:N as before, and the
     chosen GPU becomes the current one; the errors say --device, not zoo's train.device."""
     cpu, cuda0, cuda1 = torch.device("cpu"), torch.device("cuda", 0), torch.device("cuda", 1)
-    assert cc.choose_device("cpu") == cpu
-    assert cc.choose_device("auto") == (cuda0 if torch.cuda.is_available() else cpu)
+    assert models.choose_device("cpu") == cpu
+    assert models.choose_device("auto") == (cuda0 if torch.cuda.is_available() else cpu)
     with pytest.raises(ZooError) as exc:
-        cc.choose_device("tpu")
+        models.choose_device("tpu")
     assert str(exc.value) == "--device tpu: unknown device 'tpu'; use auto, cpu, cuda or cuda:N"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ZooError, match="^--device cuda:1: 'cuda:1' requested but CUDA is not available"):
-        cc.choose_device("cuda:1")
+        models.choose_device("cuda:1")
     current = []  # a GPU, faked: which device is chosen needs none
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "set_device", current.append)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert [cc.choose_device(n) for n in ("cuda:1", "cuda", "auto")] == [cuda1, cuda0, cuda0] == current
+    assert [models.choose_device(n) for n in ("cuda:1", "cuda", "auto")] == [cuda1, cuda0, cuda0] == current
     with pytest.raises(ZooError, match=r"^--device cuda:x: unknown device 'cuda:x'; use auto"):
-        cc.choose_device("cuda:x")
+        models.choose_device("cuda:x")
     with pytest.raises(ZooError, match=r"^--device cuda:2: 'cuda:2', but this machine has 2 CUDA"):
-        cc.choose_device("cuda:2")
+        models.choose_device("cuda:2")
 
 
 # --- CLIP architectures and loading ---------------------------------------------------------
@@ -156,8 +193,8 @@ def test_arch_table_matches_clip_build_model_and_open_clip():
     from clip.model import build_model
     from open_clip import get_model_config
 
-    assert set(cc.CLIP_ARCHS) == set(clip.available_models())
-    for name, arch in cc.CLIP_ARCHS.items():
+    assert set(models.CLIP_ARCHS) == set(clip.available_models())
+    for name, arch in models.CLIP_ARCHS.items():
         with torch.device("meta"):  # shapes only: no memory, no time
             state = arch.build().state_dict()
             rebuilt = build_model(dict(state))
@@ -176,7 +213,7 @@ def test_arch_table_matches_clip_build_model_and_open_clip():
 
 def test_unknown_clip_model_suggests():
     with pytest.raises(ZooError, match="did you mean RN50"):
-        cc.load_clip("RN5", device=torch.device("cpu"), random_init=True)
+        models.load_clip("RN5", device=torch.device("cpu"), random_init=True)
 
 
 def test_download_failure_is_a_one_line_hint(monkeypatch):
@@ -185,7 +222,7 @@ def test_download_failure_is_a_one_line_hint(monkeypatch):
 
     monkeypatch.setattr(clip.clip, "_download", offline)
     with pytest.raises(ZooError, match="--clip-weights FILE") as exc:
-        cc.load_clip("RN50", device=torch.device("cpu"))
+        models.load_clip("RN50", device=torch.device("cpu"))
     assert "\n" not in str(exc.value)
 
 
@@ -195,19 +232,19 @@ def test_clip_weights_file_loads_and_must_match_the_name(tmp_path, tiny_clip):
     model = TINY.build()
     path = tmp_path / "tiny.pt"
     torch.save(model.state_dict(), path)
-    loaded = cc.load_clip(tiny_clip, weights=path, device=torch.device("cpu"))
+    loaded = models.load_clip(tiny_clip, weights=path, device=torch.device("cpu"))
     assert loaded.model.dtype == torch.float32 and not loaded.random_init
     assert torch.equal(loaded.model.text_projection, model.text_projection)
     # OpenAI releases TorchScript archives; clip.load reads them (and keeps their values in FP16).
     scripted = tmp_path / "tiny_jit.pt"
     torch.jit.save(torch.jit.trace_module(model, {"encode_image": torch.randn(1, 3, 32, 32)}), scripted)
-    loaded = cc.load_clip(tiny_clip, weights=scripted, device=torch.device("cpu"))
+    loaded = models.load_clip(tiny_clip, weights=scripted, device=torch.device("cpu"))
     assert loaded.model.dtype == torch.float32
     torch.testing.assert_close(loaded.model.text_projection, model.text_projection, atol=1e-3, rtol=1e-3)
     with pytest.raises(ZooError, match="not a CLIP RN50 checkpoint"):
-        cc.load_clip("RN50", weights=path, device=torch.device("cpu"))
+        models.load_clip("RN50", weights=path, device=torch.device("cpu"))
     with pytest.raises(ZooError, match="no such file"):
-        cc.load_clip("RN50", weights=tmp_path / "missing.pt", device=torch.device("cpu"))
+        models.load_clip("RN50", weights=tmp_path / "missing.pt", device=torch.device("cpu"))
 
 
 # --- zero-shot head -------------------------------------------------------------------------
@@ -218,7 +255,7 @@ def test_encode_text_equals_clip_encode_text():
     model = TINY.build()
     tokens = clip.tokenize(["a photo of a tabby cat.", "dog", "a low resolution photo of the golden retriever."])
     with torch.no_grad():
-        torch.testing.assert_close(cc.encode_text(model, tokens), model.encode_text(tokens), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(zeroshot.encode_text(model, tokens), model.encode_text(tokens), atol=1e-5, rtol=1e-5)
 
 
 def test_zero_shot_logits_equal_clip_forward():
@@ -228,8 +265,8 @@ def test_zero_shot_logits_equal_clip_forward():
     names = ["tench", "goldfish", "tabby cat", "space shuttle", "espresso"]
     images = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
-        head = cc.class_embeddings(model, names, ("a photo of a {}.",), batch_size=2, progress=False)
-        ours = cc.zero_shot_logits(model, images, head)
+        head = zeroshot.class_embeddings(model, names, ("a photo of a {}.",), batch_size=2, progress=False)
+        ours = zeroshot.zero_shot_logits(model, images, head)
         theirs, _ = model(images, clip.tokenize([f"a photo of a {n}." for n in names]))
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
@@ -239,7 +276,7 @@ def test_prompt_ensemble_averages_unit_vectors():
         [[10.0, 0.0], [0.0, 1.0]],  # lengths must not weigh in: the mean of unit vectors
         [[3.0, 4.0], [6.0, 8.0]],   # same direction twice
     ])
-    out = cc.ensemble(per_prompt)
+    out = zeroshot.ensemble(per_prompt)
     torch.testing.assert_close(out, torch.tensor([[math.sqrt(0.5), math.sqrt(0.5)], [0.6, 0.8]]))
     torch.testing.assert_close(out.norm(dim=-1), torch.ones(2))
 
@@ -249,7 +286,7 @@ def test_ensemble_of_templates_on_a_model():
     model = TINY.build()
     templates = ("a photo of a {}.", "a drawing of a {}.", "{}")
     with torch.no_grad():
-        head = cc.class_embeddings(model, ["tench", "goldfish"], templates, progress=False)
+        head = zeroshot.class_embeddings(model, ["tench", "goldfish"], templates, progress=False)
         for i, name in enumerate(["tench", "goldfish"]):
             emb = model.encode_text(clip.tokenize([t.format(name) for t in templates]))
             expected = torch.nn.functional.normalize(torch.nn.functional.normalize(emb, dim=-1).mean(0), dim=0)
@@ -257,20 +294,20 @@ def test_ensemble_of_templates_on_a_model():
 
 
 def test_prompt_modes():
-    assert len(cc.prompt_templates("ensemble")) == 80
-    assert all("{}" in t for t in cc.prompt_templates("ensemble"))
-    assert cc.prompt_templates("single") == ("a photo of a {}.",)
-    assert cc.resolve_prompts("auto", random_init=False) == "ensemble"
-    assert cc.resolve_prompts("auto", random_init=True) == "single"
+    assert len(zeroshot.prompt_templates("ensemble")) == 80
+    assert all("{}" in t for t in zeroshot.prompt_templates("ensemble"))
+    assert zeroshot.prompt_templates("single") == ("a photo of a {}.",)
+    assert zeroshot.resolve_prompts("auto", random_init=False) == "ensemble"
+    assert zeroshot.resolve_prompts("auto", random_init=True) == "single"
     with pytest.raises(ZooError, match="did you mean single"):
-        cc.resolve_prompts("singel", random_init=False)
+        zeroshot.resolve_prompts("singel", random_init=False)
 
 
 def test_text_embeddings_are_cached_per_weights(tmp_path, tiny_clip, monkeypatch):
     cpu = torch.device("cpu")
-    loaded = cc.load_clip(tiny_clip, random_init=True, device=cpu)
-    written = record_atomic_writes(monkeypatch, cc)
-    first = cc.zero_shot_head(loaded, "name", cache_dir=tmp_path, progress=False)
+    loaded = models.load_clip(tiny_clip, random_init=True, device=cpu)
+    written = record_atomic_writes(monkeypatch, zeroshot)
+    first = zeroshot.zero_shot_head(loaded, "name", cache_dir=tmp_path, progress=False)
     files = list(tmp_path.iterdir())
     assert first.shape == (1000, TINY.embed_dim) and files == written  # one file, written atomically
     assert files[0].name.startswith("tiny-random-name-")
@@ -278,19 +315,19 @@ def test_text_embeddings_are_cached_per_weights(tmp_path, tiny_clip, monkeypatch
     def fail(*args, **kwargs):
         raise AssertionError("cache miss")
 
-    monkeypatch.setattr(cc, "class_embeddings", fail)
-    torch.testing.assert_close(cc.zero_shot_head(loaded, "name", cache_dir=tmp_path, progress=False), first)
-    other = cc.load_clip(tiny_clip, random_init=True, device=cpu, seed=1)  # other weights: other key
+    monkeypatch.setattr(zeroshot, "class_embeddings", fail)
+    torch.testing.assert_close(zeroshot.zero_shot_head(loaded, "name", cache_dir=tmp_path, progress=False), first)
+    other = models.load_clip(tiny_clip, random_init=True, device=cpu, seed=1)  # other weights: other key
     with pytest.raises(AssertionError, match="cache miss"):
-        cc.zero_shot_head(other, "name", cache_dir=tmp_path, progress=False)
+        zeroshot.zero_shot_head(other, "name", cache_dir=tmp_path, progress=False)
 
 
 # --- labels and input layouts ---------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def classes() -> cvr.ImageNetClasses:
-    return cvr.ImageNetClasses()
+def classes() -> labels.ImageNetClasses:
+    return labels.ImageNetClasses()
 
 
 def test_imagenet_class_lookup(classes):
@@ -310,28 +347,28 @@ def test_flat_folder_is_unlabelled(tmp_path, photos, classes):
     root = _folder(tmp_path, photos, {"a.jpg": "chelsea", "b.png": "coffee"})
     (root / "notes.txt").write_text("not an image")
     (root / ".hidden.jpg").write_bytes(photos["rocket"].read_bytes())
-    samples = cvr.collect_samples(root, classes)
+    samples = labels.collect_samples(root, classes)
     assert [(s.rel, s.label) for s in samples] == [("a.jpg", None), ("b.png", None)]
 
 
 def test_imagefolder_with_wnids_and_names(tmp_path, photos, classes):
     root = _folder(tmp_path, photos, {"n02123045/cat.jpg": "chelsea", "espresso/cup.png": "coffee",
                                       "space_shuttle/r.jpg": "rocket"})
-    labels = {s.rel: classes.wnids[s.label] for s in cvr.collect_samples(root, classes)}
-    assert labels == {"n02123045/cat.jpg": "n02123045", "espresso/cup.png": "n07920052",
+    found = {s.rel: classes.wnids[s.label] for s in labels.collect_samples(root, classes)}
+    assert found == {"n02123045/cat.jpg": "n02123045", "espresso/cup.png": "n07920052",
                       "space_shuttle/r.jpg": "n04266014"}
     (root / "holidays").mkdir()
     (root / "holidays" / "x.jpg").write_bytes(photos["rocket"].read_bytes())
     with pytest.raises(ZooError, match="--unlabelled"):
-        cvr.collect_samples(root, classes)
-    assert all(s.label is None for s in cvr.collect_samples(root, classes, unlabelled=True))
+        labels.collect_samples(root, classes)
+    assert all(s.label is None for s in labels.collect_samples(root, classes, unlabelled=True))
 
 
 def test_labels_csv(tmp_path, photos, classes):
     root = _folder(tmp_path, photos, {"a.jpg": "chelsea", "sub/b.png": "coffee", "c.jpg": "rocket"})
     table = tmp_path / "labels.csv"
     table.write_text("path,label\na.jpg,n02123045\nsub/b.png,espresso\n\nc.jpg,\n")
-    samples = cvr.collect_samples(root, classes, table)
+    samples = labels.collect_samples(root, classes, table)
     assert [(s.rel, s.label) for s in samples] == [("a.jpg", classes.index("tabby cat")),
                                                    ("sub/b.png", classes.index("espresso")), ("c.jpg", None)]
     bad = {
@@ -343,23 +380,23 @@ def test_labels_csv(tmp_path, photos, classes):
     for text, message in bad.items():
         table.write_text(text)
         with pytest.raises(ZooError, match=message):
-            cvr.collect_samples(root, classes, table)
+            labels.collect_samples(root, classes, table)
 
 
 def test_empty_or_missing_folder(tmp_path, classes):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ZooError, match="no images found"):
-        cvr.collect_samples(tmp_path / "empty", classes)
+        labels.collect_samples(tmp_path / "empty", classes)
     with pytest.raises(ZooError, match="not a folder"):
-        cvr.collect_samples(tmp_path / "nope", classes)
+        labels.collect_samples(tmp_path / "nope", classes)
 
 
 # --- metrics and galleries ------------------------------------------------------------------
 
 
-def _pred(label, clip_top1, clip_p, resnet_top1, resnet_p, name="x") -> cvr.Prediction:
+def _pred(label, clip_top1, clip_p, resnet_top1, resnet_p, name="x") -> predict.Prediction:
     rest = [900, 901, 902, 903]
-    return cvr.Prediction(name, Path(name), label, [clip_top1, *rest], [clip_p, 0.1, 0.1, 0.1, 0.1],
+    return predict.Prediction(name, Path(name), label, [clip_top1, *rest], [clip_p, 0.1, 0.1, 0.1, 0.1],
                           [resnet_top1, *rest], [resnet_p, 0.1, 0.1, 0.1, 0.1])
 
 
@@ -375,7 +412,7 @@ def test_gallery_split_on_fabricated_predictions():
         _pred(None, 5, 0.9, 5, 0.1, "unlabelled_agree"),
         _pred(None, 5, 0.4, 6, 0.4, "unlabelled_tie"),
     ]
-    split = cvr.split_galleries(preds)
+    split = galleries.split_galleries(preds)
     assert [p.rel for p in split["clip_better"]] == ["clip_right_high_conf", "unlabelled_clip_surer",
                                                      "clip_right_low_conf"]
     assert [p.rel for p in split["resnet_better"]] == ["unlabelled_resnet_surer", "resnet_right"]
@@ -389,13 +426,13 @@ def test_accuracy_and_agreement_matrix(classes):
         _pred(2, 3, 0.9, 900, 0.9),  # both wrong; label 2 not in top-5 of either
         _pred(None, 3, 0.9, 3, 0.9),  # unlabelled: ignored
     ]
-    acc = cvr.accuracy(preds, classes)
+    acc = evaluation.accuracy(preds, classes)
     assert acc["n_labelled"] == 4
     assert acc["agreement"] == {"both_right": 1, "only_clip": 1, "only_resnet": 1, "both_wrong": 1}
     assert acc["clip"]["top1"] == 0.5 and acc["resnet"]["top1"] == 0.5
     assert [(c["wnid"], c["n"], c["clip_top1"], c["resnet_top1"]) for c in acc["per_class"]] == [
         (classes.wnids[1], 2, 1.0, 0.5), (classes.wnids[2], 2, 0.0, 0.5)]
-    assert cvr.accuracy(preds[-1:], classes) is None
+    assert evaluation.accuracy(preds[-1:], classes) is None
 
 
 # --- architecture ---------------------------------------------------------------------------
@@ -405,26 +442,26 @@ def test_design_facts_come_from_the_module_trees():
     import timm
 
     with torch.device("meta"):
-        clip_rn50 = cc.CLIP_ARCHS["RN50"].build().visual
-        clip_vit = cc.CLIP_ARCHS["ViT-B/32"].build().visual
+        clip_rn50 = models.CLIP_ARCHS["RN50"].build().visual
+        clip_vit = models.CLIP_ARCHS["ViT-B/32"].build().visual
         resnet = timm.create_model("resnet50", pretrained=False)
-    facts = cvr.design_facts(clip_rn50)
+    facts = architecture.design_facts(clip_rn50)
     assert facts[0].startswith("stem: 3 convolution(s)") and "AvgPool2d(2)" in facts[0]
     assert "no strided convolution" in facts[2] and "7 AvgPool2d" in facts[2]
     assert "attention pooling, 32 heads" in facts[3] and "1024-d embedding" in facts[3]
-    facts = cvr.design_facts(resnet)
+    facts = architecture.design_facts(resnet)
     assert facts[0].startswith("stem: 1 convolution(s) (7x7/s2") and "MaxPool2d" in facts[0]
     assert "3 of 1x1, 3 of 3x3" in facts[2]
     assert facts[3] == "head: global avg pooling -> linear 2048 -> 1000"
-    assert cvr.design_facts(clip_vit)[0].startswith("patch embedding: 32x32/s32")
+    assert architecture.design_facts(clip_vit)[0].startswith("patch embedding: 32x32/s32")
 
 
 def test_unknown_timm_models():
     cpu = torch.device("cpu")
     with pytest.raises(ZooError, match="unknown timm model 'resnet5O'"):
-        cvr.load_resnet("resnet5O", device=cpu, random_init=True)
+        timm_resnet.load_resnet("resnet5O", device=cpu, random_init=True)
     with pytest.raises(ZooError, match="resnet50 has: .*resnet50.a1_in1k"):
-        cvr.load_resnet("resnet50.nope", device=cpu, random_init=True)
+        timm_resnet.load_resnet("resnet50.nope", device=cpu, random_init=True)
 
 
 def test_resnet_download_failure_is_a_one_line_hint(monkeypatch):
@@ -435,77 +472,117 @@ def test_resnet_download_failure_is_a_one_line_hint(monkeypatch):
 
     monkeypatch.setattr(timm, "create_model", offline)
     with pytest.raises(ZooError, match="--resnet-weights FILE") as exc:
-        cvr.load_resnet("resnet50.a1_in1k", device=torch.device("cpu"))
+        timm_resnet.load_resnet("resnet50.a1_in1k", device=torch.device("cpu"))
     assert "\n" not in str(exc.value)
 
 
 # --- end to end -----------------------------------------------------------------------------
 
 
-def test_end_to_end_tiny_models(tmp_path, photos, tiny_clip, capsys, monkeypatch):
+def test_end_to_end_tiny_models(tmp_path, photos, tiny_clip, monkeypatch):
+    """`zoo clip-vs-resnet` on a real folder; stderr is no terminal here, so no progress bars
+    although --no-progress is not given; the report quotes the command as typed."""
     root = _folder(tmp_path, photos, {"n02123045/cat.jpg": "chelsea", "espresso/cup.png": "coffee",
                                       "space_shuttle/r.jpg": "rocket", "astronaut.jpg": "astronaut"})
     (root / "espresso" / "broken.jpg").write_bytes(b"not a jpeg at all")
     out = tmp_path / "out"
-    written = record_atomic_writes(monkeypatch, cc, cvr)
-    summary = cvr.main([str(root), "--out", str(out), "--clip-model", tiny_clip, "--resnet", TINY_RESNET,
-                        "--random-init", "--cache-dir", str(tmp_path / "cache"), "--workers", "0", "--seed", "3",
-                        "--batch-size", "2", "--device", "cpu", "--no-progress", "--gallery-max", "2"])
-    err = capsys.readouterr().err
-    assert "warning: skipped espresso/broken.jpg" in err
-    assert "text prompts" not in err and "img/s" not in err  # --no-progress: no bars
+    written = record_atomic_writes(monkeypatch, zeroshot, compare_report, compare_run)
+    args = [str(root), "--out", str(out), "--clip-model", tiny_clip, "--resnet", TINY_RESNET,
+            "--random-init", "--cache-dir", str(tmp_path / "cache"), "--workers", "0", "--seed", "3",
+            "--batch-size", "2", "--device", "cpu", "--gallery-max", "2"]
+    result = zoo_cli("clip-vs-resnet", *args)
+    assert result.exit_code == 0, result.output
+    assert "warning: skipped espresso/broken.jpg" in result.output
+    assert "text prompts" not in result.output and "batch/s" not in result.output
+    assert "\r" not in result.output
     # Every file but the figures is written atomically: a kill never leaves half a summary.
     assert {p for p in out.rglob("*") if p.is_file() and p.suffix != ".png"} == {
         out / "predictions.csv", out / "summary.json", out / "report.md"} == {p for p in written if out in p.parents}
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["clip_source"] == summary["config"]["resnet_source"] == "random init (seed 3), NOT pretrained"
-    assert summary["skipped"][0]["path"] == "espresso/broken.jpg"
-    assert json.loads((out / "summary.json").read_text())["n_images"] == 4
+    assert summary["config"]["command"] == shlex.join(["zoo", "clip-vs-resnet", *args])
+    assert summary["skipped"][0]["path"] == "espresso/broken.jpg" and summary["n_images"] == 4
+    assert f"4 images, 1 skipped; report: {out / 'report.md'}" in result.output
     rows = list(csv.DictReader((out / "predictions.csv").open()))
     assert len(rows) == 4 and float(rows[0]["clip_p1"]) >= float(rows[0]["clip_p2"])
     assert {r["label_wnid"] for r in rows} == {"n02123045", "n07920052", "n04266014", ""}
     assert summary["accuracy"]["n_labelled"] == 3
-    report = (out / "report.md").read_text()
-    assert "RANDOM WEIGHTS" in report and "## Architecture" in report
+    text = (out / "report.md").read_text()
+    assert "RANDOM WEIGHTS" in text and "## Architecture" in text
+    assert f"Command: `{summary['config']['command']}`" in text
     for gallery, files in summary["gallery_files"].items():
         assert len(files) == min(2, summary["galleries"][gallery])
         for png in files:
-            assert (out / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in report
+            assert (out / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in text
 
 
-def test_bad_input_gives_one_line_errors(tmp_path, photos, capsys, tiny_clip):
+def test_progress_bars_show_on_a_terminal_only(tiny_clip, capsys, monkeypatch):
+    """The bars are zoo's (zoo.train.trainer.progress): drawn where stderr is a terminal,
+    left out of pipes and log files, and off on a terminal with progress=False."""
+    model = TINY.build()
+    shown = {}
+    for tty, progress in ((False, True), (True, True), (True, False)):
+        monkeypatch.setattr(sys.stderr, "isatty", lambda tty=tty: tty)
+        zeroshot.class_embeddings(model, ["tench", "goldfish"], ("{}",), batch_size=1,
+                                  progress=progress)
+        shown[tty, progress] = "text prompts" in capsys.readouterr().err
+    assert shown == {(False, True): False, (True, True): True, (True, False): False}
+
+
+def test_bad_input_gives_one_line_errors(tmp_path, photos, tiny_clip):
     (tmp_path / "empty").mkdir()
     base = ["--out", str(tmp_path / "out"), "--random-init", "--device", "cpu"]
-    assert "no images found" in _one_line_error(capsys, [str(tmp_path / "empty"), *base])
+    assert "no images found" in _one_line_error([str(tmp_path / "empty"), *base])
     root = _folder(tmp_path, photos, {"a.jpg": "chelsea"})
-    assert "unknown CLIP model 'RN51'" in _one_line_error(capsys, [str(root), *base, "--clip-model", "RN51"])
+    assert "unknown CLIP model 'RN51'" in _one_line_error([str(root), *base, "--clip-model", "RN51"])
     assert "unknown timm model" in _one_line_error(
-        capsys, [str(root), *base, "--clip-model", tiny_clip, "--resnet", "resnet_fifty"])
-    assert "--device tpu: unknown device 'tpu'" in _one_line_error(capsys, [str(root), *base, "--device", "tpu"])
+        [str(root), *base, "--clip-model", tiny_clip, "--resnet", "resnet_fifty"])
+    assert "--device tpu: unknown device 'tpu'" in _one_line_error([str(root), *base, "--device", "tpu"])
     table = tmp_path / "bad.csv"
     table.write_text("a.jpg\n")
-    assert "bad.csv:1: expected 'path,label'" in _one_line_error(capsys, [str(root), *base, "--labels", str(table)])
-    assert "--batch-size" in _one_line_error(capsys, [str(root), *base, "--batch-size", "0"])
-    assert "unrecognized arguments" in _one_line_error(capsys, [str(root), *base, "--bogus"])
+    assert "bad.csv:1: expected 'path,label'" in _one_line_error([str(root), *base, "--labels", str(table)])
+    assert "'--batch-size': 0 is not in the range x>=1" in _one_line_error(
+        [str(root), *base, "--batch-size", "0"])
+    assert "No such option '--bogus'" in _one_line_error([str(root), *base, "--bogus"])
+    assert "Missing option '--out'" in _one_line_error([str(root)])
     (root / "a.jpg").write_bytes(b"garbage")
     assert "none of the 1 images could be read" in _one_line_error(
-        capsys, [str(root), *base, "--clip-model", tiny_clip, "--resnet", TINY_RESNET, "--workers", "0",
-                 "--no-progress", "--cache-dir", str(tmp_path / "cache")])
+        [str(root), *base, "--clip-model", tiny_clip, "--resnet", TINY_RESNET, "--workers", "0",
+         "--no-progress", "--cache-dir", str(tmp_path / "cache")])
+
+
+def test_zoo_help_says_what_each_tool_does_without_loading_torch():
+    """`zoo --help` lists both tools with a line of their own, and loads neither torch nor CLIP."""
+    code = ("import sys; from zoo.cli import cli\n"
+            "try: cli(['--help'], prog_name='zoo')\n"
+            "except SystemExit: pass\n"
+            "print(sorted({'torch', 'clip', 'timm'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    listed = {line.split()[0]: " ".join(line.split()[1:]) for line in done.stdout.splitlines()
+              if line.startswith("  ") and line.split()}
+    assert listed["clip-vs-resnet"] == "CLIP zero-shot vs an ImageNet ResNet-50 on your images."
+    assert listed["fp16-profile"] == "CLIP in FP32, FP16 and AMP: speed, memory, predictions."
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_script_runs_as_a_subprocess(tmp_path, photos):
-    """The real command line: full-size RN50 CLIP and ResNet-50, random weights, on CPU."""
+    """The real command line from a checkout: full-size RN50 CLIP and ResNet-50, random weights,
+    on CPU; the report quotes the command as it was typed."""
     root = _folder(tmp_path, photos, {f"{n}.jpg": n for n in photos})
     out = tmp_path / "out"
-    cmd = [sys.executable, str(ROOT / "tools" / "clip_vs_resnet.py"), str(root), "--out", str(out),
-           "--random-init", "--prompts", "name", "--device", "cpu", "--workers", "0", "--no-progress",
-           "--cache-dir", str(tmp_path / "cache")]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    script = str(ROOT / "tools" / "clip_vs_resnet.py")
+    args = [str(root), "--out", str(out), "--random-init", "--prompts", "name", "--device", "cpu",
+            "--workers", "0", "--no-progress", "--cache-dir", str(tmp_path / "cache")]
+    done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     for name in ("predictions.csv", "summary.json", "report.md", "clip_better", "resnet_better"):
         assert (out / name).exists(), name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["random_init"] and summary["architecture"]["resnet"]["params"] > 20e6
+    assert summary["config"]["command"] == shlex.join(["python", script, *args])
 
-    bad = subprocess.run([*cmd[:2], str(tmp_path / "missing"), "--out", str(out)], capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, script, str(tmp_path / "missing"), "--out", str(out)],
+                         capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing'}: "
                                                                        "not a folder of images"]

@@ -307,7 +307,7 @@ def test_images_over_the_pixel_cap_are_refused_before_decoding(tmp_path, monkeyp
 @pytest.fixture
 def cvr() -> types.ModuleType:
     """Imported on first use: the tool loads openai-clip, open_clip and timm."""
-    from tools import clip_vs_resnet
+    from zoo_tools.compare import labels as clip_vs_resnet
 
     return clip_vs_resnet
 
