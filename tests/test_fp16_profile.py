@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 from zoo_tools.clip_common import images, models
-from zoo_tools.fp16 import environment, impact, measure, settings
+from zoo_tools.fp16 import environment, impact, measure, report, settings
 from zoo_tools.fp16 import run as fp16_run
 
 from tests.conftest import ROOT
@@ -164,28 +164,46 @@ def test_environment_on_cpu():
 
 
 def test_end_to_end_tiny_model_writes_every_output(tmp_path, tiny_clip, monkeypatch):
-    """`zoo fp16-profile` on a CPU: no progress bars where stderr is no terminal, and the command
-    as typed in the results."""
+    """`zoo fp16-profile` on a CPU: no progress bars where stderr is no terminal, the command as
+    typed in the results, and no memory.png (a stale one removed), with the reason in results.md."""
     out = tmp_path / "out"
+    out.mkdir()
+    (out / "memory.png").write_bytes(b"from an earlier run")
     written = record_atomic_writes(monkeypatch, fp16_run)
     args = ["--clip-model", tiny_clip, "--random-init", "--device", "cpu", "--batch-sizes", "1,2",
             "--warmup", "0", "--repeats", "2", "--out", str(out), "--seed", "3",
             "--cache-dir", str(tmp_path / "cache")]
     result = zoo_cli("fp16-profile", *args)
     assert result.exit_code == 0, result.output
-    for name in ("results.json", "results.md", "latency.png", "memory.png"):
-        assert (out / name).stat().st_size > 0, name
+    assert sorted(p.name for p in out.iterdir()) == ["latency.png", "results.json", "results.md"]
+    assert (out / "latency.png").read_bytes()[:4] == b"\x89PNG"
     assert {out / "results.json", out / "results.md"} == {p for p in written if p.parent == out}
     assert "text prompts" not in result.output and "\r" not in result.output
+    assert f"written: {out / 'results.md'}, results.json, latency.png\n" in result.output
     saved = json.loads((out / "results.json").read_text())
     assert len(saved["latency"]) == 8 and saved["environment"]["device"] == "cpu" and not saved["interrupted"]
     assert saved["config"]["weights"] == "random init (seed 3), NOT pretrained"
     assert saved["config"]["command"] == shlex.join(["zoo", "fp16-profile", *args])
+    assert saved["figures"] == ["latency.png"]
     assert set(saved["prediction_impact"]) == set(settings.MODES)
     assert saved["prediction_impact"]["fp32"]["top1_agreement"] == 1.0
     markdown = (out / "results.md").read_text()
     assert "RANDOM WEIGHTS" in markdown and "not meaningful" in markdown and "| amp-bf16 | 2 |" in markdown
+    assert "memory.png)" not in markdown and "No memory.png: memory is measured by the CUDA caching " \
+        "allocator, and this profile ran on cpu." in markdown
     assert saved["config"]["timing"].startswith("time.perf_counter")
+
+
+def test_memory_figure_where_memory_is_measured(tmp_path):
+    """On CUDA (rows as a GPU writes them) memory.png is drawn and results.md shows it."""
+    cuda = torch.device("cuda", 0)
+    rows = [{"mode": m, "batch": b, "status": "ok", "median_ms": 2.0 * b, "p90_ms": 3.0 * b,
+             "img_per_s": 500.0, "mode_bytes": b * 2**20, "peak_allocated_bytes": 3 * b * 2**20}
+            for m in ("fp32", "fp16") for b in (1, 4)]
+    assert report.figure_files(cuda) == ["latency.png", "memory.png"]
+    report.plot(rows, tmp_path, cuda, random_init=False)
+    assert all((tmp_path / f).read_bytes()[:4] == b"\x89PNG" for f in report.figure_files(cuda))
+    assert report._memory_figure({"figures": report.figure_files(cuda)}) == "![memory](memory.png)"
 
 
 def test_cpu_sized_defaults():

@@ -33,7 +33,7 @@ def command(ctx: click.Context, out: Path, batch_sizes: str | None, modes: str, 
             repeats: int | None, images: Path | None, clip: ClipOptions) -> None:
     """CLIP in FP32, FP16 and AMP: speed, memory, predictions.
 
-    Writes results.json, results.md, latency.png and memory.png into OUT, and prints
+    Writes results.json, results.md, latency.png and, on CUDA, memory.png into OUT, and prints
     the latency table. Ctrl-C writes what was measured so far and exits with 130.
     See docs/fp16.md for every column.
 
@@ -47,7 +47,7 @@ def command(ctx: click.Context, out: Path, batch_sizes: str | None, modes: str, 
     results = profile_clip(Profile(out, clip, modes=modes, batch_sizes=batch_sizes, warmup=warmup,
                                    repeats=repeats, images=images, command=typed_command(ctx)))
     click.echo("\n".join(latency_table(results["latency"])))
-    click.echo(f"written: {out / 'results.md'}, results.json, latency.png, memory.png")
+    click.echo(f"written: {out / 'results.md'}, results.json, {', '.join(results['figures'])}")
     if results["interrupted"]:
         n_modes, n_batches = len(results["modes"]), len(results["config"]["batch_sizes"])
         click.echo(f"interrupted: wrote what was measured before Ctrl-C ({len(results['latency'])} "

@@ -1,5 +1,5 @@
-"""The profile's files for people: results.md, latency.png and memory.png; results.json stays
-valid JSON."""
+"""The profile's files for people: results.md, latency.png, and memory.png where there is
+memory to show (CUDA); results.json stays valid JSON."""
 
 from __future__ import annotations
 
@@ -35,6 +35,13 @@ def latency_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _memory_figure(results: dict) -> str:
+    if "memory.png" in results["figures"]:
+        return "![memory](memory.png)"
+    return ("No memory.png: memory is measured by the CUDA caching allocator, and this profile "
+            f"ran on {results['environment']['device']}.")
+
+
 def render_markdown(results: dict) -> str:
     cfg, env = results["config"], results["environment"]
     lines = ["# CLIP image encoder: FP32 vs FP16 vs AMP", ""]
@@ -52,7 +59,7 @@ def render_markdown(results: dict) -> str:
               "what was allocated before the batch was created; params+act = what the mode itself needs. "
               "Peak alloc/reserved are process-wide: in `fp16` mode they include the FP32 encoder kept "
               "resident as the reference, so compare modes on params+act.", "",
-              "![latency](latency.png)", "", "![memory](memory.png)", "",
+              "![latency](latency.png)", "", _memory_figure(results), "",
               "## Prediction impact (vs FP32)", "",
               f"Images: {results['images']}. Zero-shot over the 1000 ImageNet classes, prompts: {cfg['prompts']}.", ""]
     if cfg["random_init"]:
@@ -70,9 +77,15 @@ def render_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def figure_files(device: torch.device) -> list[str]:
+    """The figures a profile on `device` draws: memory.png only where memory is measured (CUDA)."""
+    return ["latency.png", "memory.png"] if device.type == "cuda" else ["latency.png"]
+
+
 def plot(rows: list[dict], out: Path, device: torch.device, random_init: bool) -> None:
-    """latency.png (median with p90 bars, and throughput) and memory.png (params + activations,
-    and peak allocated), against batch size."""
+    """The figure_files, against batch size: latency.png (median with p90 bars, and throughput)
+    and memory.png (params + activations, and peak allocated). A memory.png left in `out` by
+    an earlier run is removed where this one has none: it would describe another run."""
     from matplotlib.figure import Figure
 
     ok = {m: [r for r in rows if r["mode"] == m and r["status"] == "ok"]
@@ -91,14 +104,11 @@ def plot(rows: list[dict], out: Path, device: torch.device, random_init: bool) -
     _batch_axes(ax_lat, batches, "latency ms (median, bar to p90)", log=True)
     _batch_axes(ax_thr, batches, "images / s", log=True)
     _save(fig, f"CLIP image encoder on {device}{title}", out / "latency.png")
+    if "memory.png" not in figure_files(device):
+        (out / "memory.png").unlink(missing_ok=True)
+        return
     fig = Figure(figsize=(11, 4))
     ax_mode, ax_peak = fig.subplots(1, 2)
-    if device.type != "cuda":
-        for ax in (ax_mode, ax_peak):
-            ax.text(0.5, 0.5, "memory is measured on CUDA only\n(n/a on CPU)", ha="center", va="center")
-            ax.set_axis_off()
-        _save(fig, f"CLIP image encoder memory on {device}{title}", out / "memory.png")
-        return
     for mode, done in ok.items():
         if done:
             b = [r["batch"] for r in done]

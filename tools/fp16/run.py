@@ -15,7 +15,7 @@ from . import RANDOM_BANNER
 from .environment import environment
 from .impact import evaluation_images, prediction_impact
 from .measure import profile
-from .report import jsonable, plot, render_markdown
+from .report import figure_files, jsonable, plot, render_markdown
 from .settings import MODES, parse_modes, run_sizes
 
 
@@ -74,6 +74,7 @@ def profile_clip(job: Profile) -> dict:
         "latency": rows,
         "images": images_note,
         "prediction_impact": impact,
+        "figures": figure_files(device),
     }
     write_json(job.out / "results.json", jsonable(results))
     atomic_write(job.out / "results.md", render_markdown(results))
