@@ -75,3 +75,19 @@ def test_a_checkpoint_of_the_same_run_is_used(runs, tmp_path):
         assert result.exit_code == 0, result.output
         written = json.loads((tmp_path / "eval_test.json").read_text())
         assert written["checkpoint"] == str(step.resolve())
+
+
+def test_the_confusion_figure_leaves_pyplot_alone(tmp_path):
+    """The confusion matrix is drawn as every zoo figure is, on a bare Figure: pyplot is
+    never imported (its global state and backend stay the user's), and the PNG lands whole."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "figures" / "confusion_test.png"
+    code = ("import sys, torch\nfrom pathlib import Path\nfrom zoo.evaluate import plot_confusion\n"
+            f"plot_confusion(torch.tensor([[3, 1], [0, 4]]), ['a', 'b'], 't', Path({str(path)!r}))\n"
+            "print('matplotlib.pyplot' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False"]
+    assert Image.open(path).size == (720, 600)  # 6 x 5 inches at 120 dpi

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -15,7 +16,7 @@ from torch import nn
 from zoo import data
 from zoo.device import Dist, pick_device
 from zoo.errors import ZooError, first_line
-from zoo.io import write_json
+from zoo.io import atomic_write, write_json
 from zoo.loaders import make_loader
 from zoo.model import ViT
 from zoo.runs import load_checkpoint, trained_on
@@ -63,15 +64,15 @@ def confusion(model: ViT, dataset: Any, recipe: Recipe, device: torch.device,
 
 
 def plot_confusion(cm: torch.Tensor, classes: list[str], title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """The confusion matrix as rates of each true class, counts written in where they fit;
+    drawn on a bare Figure (Agg, never pyplot, as every zoo figure) and written atomically."""
+    from matplotlib.figure import Figure
 
     n = len(classes)
     rates = (cm.float() / cm.sum(1, keepdim=True).clamp(min=1)).numpy()
     size = max(5.0, 0.45 * n)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig = Figure(figsize=(size + 1, size), layout="tight")
+    ax = fig.add_subplot()
     im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     if n <= 20:
         ax.set_xticks(range(n), classes, rotation=60, ha="right")
@@ -84,10 +85,9 @@ def plot_confusion(cm: torch.Tensor, classes: list[str], title: str, path: Path)
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
+    atomic_write(path, png.getvalue())
 
 
 def evaluate(
