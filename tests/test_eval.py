@@ -77,6 +77,18 @@ def test_a_checkpoint_of_the_same_run_is_used(runs, tmp_path):
         assert written["checkpoint"] == str(step.resolve())
 
 
+def test_a_data_spec_is_read_as_recipes_are(runs):
+    """--data is read by zoo's YAML reader: a key given twice is refused (a plain YAML load
+    keeps the last silently), malformed YAML is one line naming --data."""
+    a, _ = runs
+    twice = "{shapes: {test_size: 8}, shapes: {test_size: 16}}"
+    one_line_error(CliRunner().invoke(cli, ["eval", str(a), "--data", twice]),
+                   f"--data {twice}: duplicate key shapes")
+    one_line_error(CliRunner().invoke(cli, ["eval", str(a), "--data", "{shapes: "]),
+                   "--data {shapes: ", "malformed YAML")
+    assert not (a / "eval_test.json").exists()
+
+
 def test_the_confusion_figure_leaves_pyplot_alone(tmp_path):
     """The confusion matrix is drawn as every zoo figure is, on a bare Figure: pyplot is
     never imported (its global state and backend stay the user's), and the PNG lands whole."""

@@ -361,6 +361,9 @@ def test_user_mistakes_are_one_line(quickstart_run, tmp_path):
                    "unknown visualizer 'rolout'", "did you mean rollout?")
     one_line_error(CliRunner().invoke(cli, ["viz", run, "--visualizer", "{cls_attention: {layer: 9}}"]),
                    "layer 9 is out of range")
+    twice = "{rollout: {fusion: max}, rollout: {fusion: min}}"  # YAML would keep the last
+    one_line_error(CliRunner().invoke(cli, ["viz", run, "--visualizer", twice]),
+                   f"--visualizer {twice}: duplicate key rollout")
     (tmp_path / "notes.png").write_text("not an image")
     one_line_error(CliRunner().invoke(cli, ["viz", run, "--image", str(tmp_path / "notes.png")]),
                    "notes.png: cannot read image")

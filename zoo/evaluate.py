@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
 from zoo import data
@@ -19,6 +18,7 @@ from zoo.errors import ZooError, first_line
 from zoo.io import atomic_write, write_json
 from zoo.loaders import make_loader
 from zoo.model import ViT
+from zoo.recipe import parse_spec_text, yaml_value
 from zoo.runs import load_checkpoint, trained_on
 from zoo.schema import Recipe
 
@@ -99,11 +99,7 @@ def evaluate(
     run dir, or into `out` (a run dir may be read-only, or someone else's)."""
     overrides = list(overrides or [])
     if dataset is not None:
-        try:
-            spec = yaml.safe_load(dataset)
-        except yaml.YAMLError as e:
-            raise ZooError(f"--data {dataset}: not a dataset name or YAML mapping") from e
-        overrides.append(f"data.dataset={yaml.safe_dump(spec, default_flow_style=True).strip()}")
+        overrides.append(f"data.dataset={yaml_value(parse_spec_text(dataset, '--data'))}")
     model, recipe, run, ckpt = load_checkpoint(source, overrides, which, plugins, trust_plugins)
     dev = pick_device(device, Dist(), "--device")
     ds = data.build_datasets(recipe.data.dataset, [split], recipe.model.img_size, recipe.data.root)[split]

@@ -194,6 +194,13 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return keys, value
 
 
+def parse_spec_text(text: str, option: str) -> Any:
+    """A plugin spec given on the command line (`--data`, `--visualizer`): a name or a YAML
+    mapping such as `{rollout: {fusion: max}}`, read as recipes are (parse_yaml), so its
+    mistakes are one line naming `option`."""
+    return parse_yaml(text, f"{option} {clip(text)}", lines=False)
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for item in overrides:
         keys, value = parse_override(item)

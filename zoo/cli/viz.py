@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import click
 
 from zoo.cli.options import DEVICE_OPTION, PLUGINS_OPTION, TRUST_OPTION
 from zoo.errors import ZooError
-
-
-def _specs(texts: Sequence[str]) -> list[Any]:
-    """--visualizer values: a name or a YAML mapping {name: {param: value}}."""
-    import yaml
-
-    out = []
-    for text in texts:
-        try:
-            out.append(yaml.safe_load(text))
-        except yaml.YAMLError as e:
-            raise ZooError(f"--visualizer {text}: not a name or YAML mapping") from e
-    return out
 
 
 @click.command("viz")
@@ -59,6 +44,7 @@ def viz(source: str, image_paths: tuple[str, ...], specs: tuple[str, ...], compa
 
     from zoo.data import load_images, model_input
     from zoo.device import Dist, pick_device
+    from zoo.recipe import parse_spec_text
     from zoo.registry import discover
     from zoo.viz.figures import ImageNames, build_visualizers, draw, save_png
     from zoo.viz.subjects import ALL, COMPARE, compare_figures, load_subject
@@ -69,7 +55,7 @@ def viz(source: str, image_paths: tuple[str, ...], specs: tuple[str, ...], compa
     b = load_subject(compare, None, False, plugin_paths, trust_plugins) if compare else None
     for subject in filter(None, (a, b)):
         subject.model.to(dev)
-    chosen = _specs(specs) or (COMPARE if b else a.visualizers or ALL)
+    chosen = [parse_spec_text(t, '--visualizer') for t in specs] or (COMPARE if b else a.visualizers or ALL)
     visualizers = build_visualizers(chosen, "--visualizer")
     if image_paths:
         images, files = load_images(image_paths, a.model.cfg.img_size)
