@@ -216,6 +216,26 @@ def test_corrupt_checkpoint_is_one_line_on_resume(reference, tmp_path, how, whic
     assert which in err and ("corrupt" in err or "truncated" in err)
 
 
+@pytest.mark.parametrize("format_", [None, 2])
+def test_a_checkpoint_of_another_format_is_one_line_on_resume(reference, tmp_path, format_):
+    """state.pt carries its format version; one this zoo does not read (none: an older zoo,
+    2: a newer one) is refused in one line naming both formats, not read by guesswork."""
+    run = tmp_path / "run"
+    subprocess.run(["cp", "-a", str(reference), str(run)], check=True)
+    path = (run / "checkpoints" / "last" / "state.pt").resolve()
+    state = torch.load(path, weights_only=True)
+    assert state["format"] == checkpoint.FORMAT
+    if format_ is None:
+        del state["format"]
+    else:
+        state["format"] = format_
+    torch.save(state, path)
+    code, _, err = finish(zoo("run", "--resume", str(run)))
+    assert code == 2 and err.strip().count("\n") == 0 and "Traceback" not in err
+    found = "none (written by an older zoo)" if format_ is None else "2 (written by another zoo)"
+    assert f"checkpoint format {found}; this zoo reads format {checkpoint.FORMAT}" in err
+
+
 def test_resume_with_an_edited_recipe_is_one_line(reference, tmp_path):
     """Weights of another shape: the first tensor that does not fit is named, exit 2."""
     run = tmp_path / "run"

@@ -35,8 +35,22 @@ EMA_FILE = "ema.safetensors"
 STATE_FILE = "state.pt"
 # What the trainer's state.pt must hold (`load_state(path, TRAINING_STATE)`), so that a
 # malformed file is one line, not a KeyError deep in the trainer's restore.
+FORMAT = 1  # of state.pt; a checkpoint of another format is refused in one line (load_state)
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
 TRAINING_STATE: dict[str, Callable[[Any], bool]] = {
-    "step": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    "format": lambda v: v == FORMAT,
+    "step": _count,
+    "closed_step": _count,
+    "world_size": lambda v: _count(v) and v >= 1,
+    "epoch_stats": lambda v: isinstance(v, list) and len(v) == 5,
+    "epoch_seconds": lambda v: isinstance(v, int | float),
+    "train_seconds": lambda v: isinstance(v, int | float),
+    "last_metrics": lambda v: isinstance(v, dict),
     "best_acc": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
     "optimizer": lambda v: isinstance(v, dict) and {"state", "param_groups"} <= v.keys(),
     "scaler": lambda v: isinstance(v, dict),
@@ -242,6 +256,12 @@ def load_state(path: Path, schema: dict[str, Callable[[Any], bool]] | None = Non
     if not isinstance(state, dict):
         raise ZooError(f"{path}: malformed training state (not a mapping); "
                        "use another checkpoint of the run")
+    if schema and "format" in schema and state.get("format") != FORMAT:
+        found = state.get("format")
+        raise ZooError(f"{path}: checkpoint format {found if found is not None else 'none'} "
+                       f"(written by {'an older' if found is None else 'another'} zoo); this zoo "
+                       f"reads format {FORMAT}: resume it with the zoo that wrote it, or start "
+                       "the run again")
     bad = next((k for k, ok in (schema or {}).items() if k not in state or not ok(state[k])), None)
     if bad is not None:
         raise ZooError(f"{path}: malformed training state ({bad}: missing or not what zoo "

@@ -58,7 +58,6 @@ class EpochStats:
         return {"epoch_stats": self.sums.tolist(), "epoch_seconds": self.seconds}
 
     def load_state_dict(self, state: dict[str, Any], main: bool) -> None:
-        # checkpoints from before these keys: the epoch was closed when they were saved
-        sums = state.get("epoch_stats") if main else None  # counted on one rank
-        self.sums = torch.tensor(sums or [0.0] * 5, device=self.sums.device)
-        self.seconds = float(state.get("epoch_seconds", 0.0))
+        sums = state["epoch_stats"] if main else [0.0] * 5  # counted on one rank
+        self.sums = torch.tensor(sums, device=self.sums.device)
+        self.seconds = float(state["epoch_seconds"])

@@ -7,8 +7,7 @@ TensorBoard) is up to its callbacks (zoo.train.callbacks). Under `torchrun` the 
 trains with DistributedDataParallel; rank 0 records and saves.
 
 The schedule and the data order are pure functions of (seed, epoch, step), so the state to
-save is small: weights, optimizer, scaler, EMA, RNG states, epoch and step.
-"""
+save is small: weights, optimizer, scaler, EMA, RNG states, epoch and step."""
 
 from __future__ import annotations
 
@@ -120,6 +119,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
         return {
+            "format": checkpoint.FORMAT,
             "step": self.step,
             "best_acc": self.best_acc,
             "optimizer": self.optimizer.state_dict(),
@@ -137,13 +137,13 @@ class Trainer:
         self.step = int(state["step"])
         self.best_acc = float(state["best_acc"])
         self.epoch.load_state_dict(state, self.dist.main)
-        self.closed_step = int(state.get("closed_step", self.step))
-        self.last_metrics = dict(state.get("last_metrics", {}))
-        self.train_seconds = float(state.get("train_seconds", 0.0))
-        lrs = [g["lr"] for g in self.optimizer.param_groups]
+        self.closed_step = int(state["closed_step"])
+        self.last_metrics = dict(state["last_metrics"])
+        self.train_seconds = float(state["train_seconds"])
+        lrs = [g["lr"] for g in self.optimizer.param_groups]  # ours: the schedule sets them
         self.optimizer.load_state_dict(state["optimizer"])
         for g, lr in zip(self.optimizer.param_groups, lrs, strict=True):
-            g["lr"] = lr  # keep our own (device) rate; the schedule sets its value each step
+            g["lr"] = lr
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng_cpu"])
         if state["rng_cuda"] and torch.cuda.is_available():
