@@ -73,12 +73,12 @@ def test_recipes_by_name(zoo_exe, tmp_path):
 
 
 def test_the_tools_are_zoo_commands(zoo_exe):
-    """One implementation: the tools' own parsers, reached through zoo."""
+    """One implementation: the tools' click commands, reached through zoo."""
     listed = run_zoo(zoo_exe, "--help").stdout
     assert "clip-vs-resnet" in listed and "fp16-profile" in listed
     for name, flag in (("clip-vs-resnet", "--resnet"), ("fp16-profile", "--batch-sizes")):
         helped = run_zoo(zoo_exe, name, "--help")
-        assert helped.returncode == 0 and f"usage: zoo {name}" in helped.stdout
+        assert helped.returncode == 0 and f"Usage: zoo {name}" in helped.stdout
         assert flag in helped.stdout
     assert_one_line_error(run_zoo(zoo_exe, "fp16-profile", "--device", "tpu"), "--device tpu")
 
