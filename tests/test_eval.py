@@ -103,3 +103,21 @@ def test_the_confusion_figure_leaves_pyplot_alone(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False"]
     assert Image.open(path).size == (720, 600)  # 6 x 5 inches at 120 dpi
+
+
+def test_a_run_is_named_by_keyword(runs):
+    """RunRef names a run to load in one way: its source first, the rest by keyword only (a
+    positional `"best"` or a swapped pair of flags cannot slip in), and it does not change."""
+    import dataclasses
+
+    from zoo.runs import RunRef, load_checkpoint
+
+    a, _ = runs
+    with pytest.raises(TypeError):
+        RunRef(a, "best")
+    ref = RunRef(a, overrides=("data.eval_batch_size=8",))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ref.checkpoint = "best"
+    _, recipe, run, ckpt = load_checkpoint(ref)
+    assert recipe.data.eval_batch_size == 8 and run == a
+    assert ckpt == (a / "checkpoints" / "last").resolve()

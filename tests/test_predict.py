@@ -20,7 +20,7 @@ from zoo.errors import ZooError
 from zoo.export import to_torchscript
 from zoo.model import build_model
 from zoo.registry import register
-from zoo.runs import load_checkpoint
+from zoo.runs import RunRef, load_checkpoint
 
 RECIPE = ("model: {img_size: 32, patch_size: 8, dim: 32, depth: 1, heads: 2}\n"
           "data: {dataset: {shapes: {train_size: 64, val_size: 32}}, batch_size: 32, augment: []}\n"
@@ -91,7 +91,7 @@ def test_predict_table_csv_and_independent_argmax(run, images, tmp_path):
     assert {r["image"]: r["class"] for r in parsed if r["rank"] == "1"} == {
         i: rows[i][0][0] for i in images}
 
-    model, _, _, _ = load_checkpoint(run)
+    model, _, _, _ = load_checkpoint(RunRef(run))
     trained = json.loads((run / "data.json").read_text())
     x = torch.stack([torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1) for p in images])
     mean, std = (torch.tensor(trained[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
@@ -166,7 +166,7 @@ def test_export_torchscript_round_trips(run):
     assert result.stdout.startswith("checkpoint: ") and "checked: max |logit difference|" in result.stdout
     path = run / "export" / "model.pt"
     loaded = torch.jit.load(str(path))
-    model, _, _, _ = load_checkpoint(run)
+    model, _, _, _ = load_checkpoint(RunRef(run))
     x = torch.randn(5, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), atol=1e-5, rtol=1e-5)
@@ -189,7 +189,7 @@ def test_export_onnx_round_trips(run, tmp_path):
     assert result.stdout.splitlines()[0].startswith("checkpoint: ")
     assert "checked: max |logit difference|" in result.stdout and "torch.onnx" not in result.stdout
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    model, _, _, _ = load_checkpoint(run)
+    model, _, _, _ = load_checkpoint(RunRef(run))
     x = torch.randn(5, 3, 32, 32)
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     with torch.no_grad():

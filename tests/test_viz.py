@@ -25,7 +25,7 @@ from zoo.errors import ZooError
 from zoo.model import build_model
 from zoo.recipe import load_recipe
 from zoo.registry import discover
-from zoo.runs import load_trained
+from zoo.runs import RunRef, load_trained
 from zoo.viz.figures import (
     ImageNames,
     build_visualizers,
@@ -243,7 +243,7 @@ def test_trained_quickstart_attends_to_the_object(quickstart_run):
     attention, head mean, 55.4% (3.54x); its earlier version (learned_1d, 6 epochs, 0.887):
     27.9% (1.78x, 100%) and 36.5% (2.33x); a random-init model 15.6% (1.0x).
     """
-    model, recipe, _ = load_trained(quickstart_run)
+    model, recipe, _ = load_trained(RunRef(quickstart_run))
     val = build_datasets(recipe.data.dataset, ["val"], recipe.model.img_size, recipe.data.root)["val"]
     x = model_input(model, val.images[:500], val.mean, val.std)
     frac = F.avg_pool2d(val.masks[:500, None].float(), model.cfg.patch_size)[:, 0]  # [B, gh, gw]
@@ -327,19 +327,19 @@ def test_compare_tells_runs_of_one_recipe_apart(diff_run, tmp_path):
     cells = [tmp_path / "sweep" / cell for cell in ("p4", "p8")]
     for cell in cells:
         shutil.copytree(diff_run, cell, symlinks=True)
-    a, b = (load_subject(str(cell), need_images=False) for cell in cells)
+    a, b = (load_subject(RunRef(cell), need_images=False) for cell in cells)
     assert compared_labels(a, b) == ("rollout: quickstart (diff), p4 vs quickstart (diff), p8",
                                      ["input", "A: quickstart (diff), p4", "B: quickstart (diff), p8"])
     twin = tmp_path / "other" / "p4"  # the same folder name elsewhere: one more part of its path
     shutil.copytree(diff_run, twin, symlinks=True)
-    _, columns = compared_labels(a, load_subject(str(twin), need_images=False))
+    _, columns = compared_labels(a, load_subject(RunRef(twin), need_images=False))
     assert columns[1:] == ["A: quickstart (diff), sweep/p4", "B: quickstart (diff), other/p4"]
 
-    model, recipe, _ = load_trained(diff_run)
+    model, recipe, _ = load_trained(RunRef(diff_run))
     for step in (0, 7):  # best stays on step 0, last moves on: both are kept
         checkpoint.save(diff_run / "checkpoints", step, model.state_dict(), {}, best=step == 0)
     steps = [str(diff_run / "checkpoints" / f"step-{n:08d}") for n in (0, 7)]
-    _, columns = compared_labels(*(load_subject(s, need_images=False) for s in steps))
+    _, columns = compared_labels(*(load_subject(RunRef(s), need_images=False) for s in steps))
     assert columns[1:] == ["A: quickstart (diff), step-00000000", "B: quickstart (diff), step-00000007"]
 
     other = tmp_path / "mhsa"
@@ -348,7 +348,7 @@ def test_compare_tells_runs_of_one_recipe_apart(diff_run, tmp_path):
     mhsa["model"]["attention"] = "mhsa"
     (other / "recipe.yaml").write_text(yaml.safe_dump(mhsa))
     checkpoint.save(other / "checkpoints", 0, build_model(mhsa["model"]).state_dict(), {})
-    _, columns = compared_labels(a, load_subject(str(other), need_images=False))
+    _, columns = compared_labels(a, load_subject(RunRef(other), need_images=False))
     assert columns[1:] == ["A: quickstart (diff)", "B: quickstart (mhsa)"]
 
 
@@ -438,7 +438,7 @@ def test_timm_source_offline(tmp_path, monkeypatch):
 
     pth = tmp_path / "test_vit.pth"
     torch.save(timm.create_model("test_vit").state_dict(), pth)
-    subject = load_subject("timm:test_vit", str(pth))
+    subject = load_subject(RunRef("timm:test_vit"), str(pth))
     assert subject.model.cfg.img_size == 160 and subject.mean == (0.5, 0.5, 0.5)
     with pytest.raises(ZooError, match="does not fit timm:vit_tiny_patch16_224"):
         load_timm("vit_tiny_patch16_224", str(pth))

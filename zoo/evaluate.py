@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from zoo.io import atomic_write, write_json
 from zoo.loaders import make_loader
 from zoo.model import ViT
 from zoo.recipe import parse_spec_text, yaml_value
-from zoo.runs import load_checkpoint, trained_on
+from zoo.runs import RunRef, load_checkpoint, trained_on
 from zoo.schema import Recipe
 
 
@@ -90,17 +91,15 @@ def plot_confusion(cm: torch.Tensor, classes: list[str], title: str, path: Path)
     atomic_write(path, png.getvalue())
 
 
-def evaluate(
-    source: str | Path, split: str = "test", dataset: str | None = None,
-    overrides: list[str] | None = None, device: str = "auto", which: str = "last",
-    plugins: Sequence[str | Path] = (), trust_plugins: bool = False, out: str | Path | None = None,
-) -> dict[str, Any]:
-    """Evaluate a run or checkpoint on `split`; write eval_<split>.json and a figure into the
-    run dir, or into `out` (a run dir may be read-only, or someone else's)."""
-    overrides = list(overrides or [])
+def evaluate(ref: RunRef, split: str = "test", dataset: str | None = None,
+             device: str = "auto", out: str | Path | None = None) -> dict[str, Any]:
+    """Evaluate a run or checkpoint on `split`, or on another `dataset` (a spec's text, as
+    --data gives it); write eval_<split>.json and a figure into the run dir, or into `out`
+    (a run dir may be read-only, or someone else's)."""
     if dataset is not None:
-        overrides.append(f"data.dataset={yaml_value(parse_spec_text(dataset, '--data'))}")
-    model, recipe, run, ckpt = load_checkpoint(source, overrides, which, plugins, trust_plugins)
+        spec = yaml_value(parse_spec_text(dataset, "--data"))
+        ref = replace(ref, overrides=(*ref.overrides, f"data.dataset={spec}"))
+    model, recipe, run, ckpt = load_checkpoint(ref)
     dev = pick_device(device, Dist(), "--device")
     ds = data.build_datasets(recipe.data.dataset, [split], recipe.model.img_size, recipe.data.root)[split]
     if len(ds.classes) != recipe.model.num_classes:
@@ -113,7 +112,7 @@ def evaluate(
     result = {
         "split": split,
         "dataset": recipe.data.dataset,
-        "source": str(source),
+        "source": str(ref.source),
         "checkpoint": str(ckpt),
         "images": int(cm.sum()),
         "acc": float(cm.diag().sum() / cm.sum().clamp(min=1)),

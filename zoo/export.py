@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import io
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from zoo.errors import ZooError, first_line
 from zoo.io import atomic_write, write_json
 from zoo.model import ViT
 from zoo.registry import spec_name
-from zoo.runs import load_checkpoint, trained_on
+from zoo.runs import RunRef, load_checkpoint, trained_on
 
 SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
 LAYOUT = "[B, C, H, W] float RGB in [0,1], then (x - mean) / std"
@@ -80,10 +79,7 @@ def to_onnx(model: ViT, example: Tensor, check: Tensor) -> tuple[bytes, float | 
 
 
 @torch.no_grad()
-def export(
-    source: str | Path, fmt: str, out: str | Path | None = None, which: str = "last",
-    plugins: Sequence[str | Path] = (), trust_plugins: bool = False,
-) -> dict[str, Any]:
+def export(ref: RunRef, fmt: str, out: str | Path | None = None) -> dict[str, Any]:
     """Export a run's (or checkpoint's) model in eval mode to `out` (default
     `<run>/export/model.pt|.onnx`), with `<out>.json`; returns what the JSON holds plus the
     file and its check."""
@@ -93,7 +89,7 @@ def export(
     if missing:
         raise ZooError(f"--format onnx needs {' and '.join(missing)}: pip install "
                        "'vit-zoo[onnx]' (in a checkout: pip install -e '.[onnx]')")
-    model, recipe, run, ckpt = load_checkpoint(source, None, which, plugins, trust_plugins)
+    model, recipe, run, ckpt = load_checkpoint(ref)
     stats, cfg = trained_on(run, recipe), recipe.model
     path = Path(out) if out is not None else run / "export" / f"model{SUFFIX[fmt]}"
     g = torch.Generator().manual_seed(0)

@@ -19,7 +19,7 @@ from zoo.data import load_image, model_input
 from zoo.device import Dist, pick_device
 from zoo.errors import ZooError, clip, first_line
 from zoo.io import regular_stat
-from zoo.runs import load_checkpoint, trained_on
+from zoo.runs import RunRef, load_checkpoint, trained_on
 
 
 @dataclass
@@ -65,10 +65,8 @@ def decode(paths: Sequence[str | Path], size: int, why: dict[str, str],
 
 
 @torch.no_grad()
-def predict(
-    source: str | Path, images: Sequence[str | Path], top_k: int = 5, device: str = "auto",
-    which: str = "last", plugins: Sequence[str | Path] = (), trust_plugins: bool = False,
-) -> tuple[Path | None, list[Prediction], list[str]]:
+def predict(ref: RunRef, images: Sequence[str | Path], top_k: int = 5,
+            device: str = "auto") -> tuple[Path | None, list[Prediction], list[str]]:
     """The checkpoint read, each readable image's `top_k` classes (at most all of them), and
     one line for each file that cannot be read: one bad file among many does not stop the
     rest. With no file there at all, no checkpoint is read (None).
@@ -81,14 +79,14 @@ def predict(
     why = refused(images)
     if all(str(p) in why for p in images):
         return None, [], [why[str(p)] for p in images]
-    model, recipe, run, ckpt = load_checkpoint(source, None, which, plugins, trust_plugins)
+    model, recipe, run, ckpt = load_checkpoint(ref)
     stats = trained_on(run, recipe)
     classes, cfg = list(stats["classes"]), recipe.model
     if cfg.in_chans != 3:
-        raise ZooError(f"{source}: the model reads {cfg.in_chans}-channel images; "
+        raise ZooError(f"{ref.source}: the model reads {cfg.in_chans}-channel images; "
                        "zoo predict gives it RGB image files")
     if len(classes) != cfg.num_classes:
-        raise ZooError(f"{source}: the model has {cfg.num_classes} outputs but the run's data "
+        raise ZooError(f"{ref.source}: the model has {cfg.num_classes} outputs but the run's data "
                        f"names {len(classes)} classes; predict needs a classifier")
     dev = pick_device(device, Dist(), "--device")
     model.to(dev)

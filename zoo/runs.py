@@ -10,7 +10,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -186,29 +186,34 @@ def _check_same_run(source: str | Path, ckpt: Path, which: str) -> None:
                        f"{source}; to use it, give {theirs.resolve()} as the source instead")
 
 
-def load_trained(
-    source: str | Path, overrides: list[str] | None = None, which: str = "last",
-    plugins: Sequence[str | Path] = (), trust_plugins: bool = False,
-) -> tuple[ViT, Recipe, Path]:
-    """Model (EMA weights when the run kept them), its recipe, and its run dir.
+@dataclass(frozen=True)
+class RunRef:
+    """A trained model to load, as eval, predict, export and viz name it: a run dir or a
+    checkpoint in one (`source`), which of the run's checkpoints (last, best, or a PATH of
+    its own), the plugin files the user gives, whether the files its recipe names may be
+    imported (they are code: zoo.recipe.load_plugins), and `--set` overrides of its recipe."""
 
-    The plugin files the run's recipe names are code: imported only with `trust_plugins`
-    (see zoo.recipe.load_plugins); `plugins` are files the user gives.
-    """
-    model, recipe, run, _ = load_checkpoint(source, overrides, which, plugins, trust_plugins)
+    source: str | Path
+    _: KW_ONLY
+    checkpoint: str = "last"
+    plugins: tuple[str | Path, ...] = ()
+    trust_plugins: bool = False
+    overrides: tuple[str, ...] = ()
+
+
+def load_trained(ref: RunRef) -> tuple[ViT, Recipe, Path]:
+    """Model (EMA weights when the run kept them), its recipe, and its run dir."""
+    model, recipe, run, _ = load_checkpoint(ref)
     return model, recipe, run
 
 
-def load_checkpoint(
-    source: str | Path, overrides: list[str] | None = None, which: str = "last",
-    plugins: Sequence[str | Path] = (), trust_plugins: bool = False,
-) -> tuple[ViT, Recipe, Path, Path]:
+def load_checkpoint(ref: RunRef) -> tuple[ViT, Recipe, Path, Path]:
     """load_trained, and the checkpoint folder it read (a step-XXXXXXXX folder)."""
-    ckpt = pick_checkpoint(source, which)
+    ckpt = pick_checkpoint(ref.source, ref.checkpoint)
     run = run_of(ckpt)
     recipe_path = run / RECIPE_FILE
-    recipe = load_recipe(recipe_path, overrides)
-    load_plugins(recipe, str(recipe_path), plugins, trust_plugins)
+    recipe = load_recipe(recipe_path, list(ref.overrides))
+    load_plugins(recipe, str(recipe_path), ref.plugins, ref.trust_plugins)
     model = build_model(recipe.model)
     checkpoint.load_model(model, checkpoint.weights_file(ckpt), recipe_path)
     return model.eval(), recipe, run, ckpt.resolve()

@@ -180,9 +180,11 @@ def eval_cmd(source: str, split: str, dataset: str | None, overrides: tuple[str,
     Writes eval_<split>.json and figures/confusion_<split>.png into the run dir.
     """
     from zoo.evaluate import evaluate
+    from zoo.runs import RunRef
 
-    result = evaluate(source, split, dataset, list(overrides), device, which, plugin_paths,
-                      trust_plugins, out)
+    ref = RunRef(source, checkpoint=which, plugins=plugin_paths, trust_plugins=trust_plugins,
+                 overrides=overrides)
+    result = evaluate(ref, split, dataset, device, out)
     click.echo(f"checkpoint: {result['checkpoint']}")
     click.echo(f"{split} accuracy: {result['acc']:.4f}  ({result['images']} images)")
     width = max(len(c) for c in result["per_class_acc"])

@@ -59,9 +59,10 @@ def predict_cmd(source: str, images: tuple[str, ...], top_k: int, as_csv: bool, 
     zoo predict runs/quickstart/<timestamp> photos/*.jpg --top-k 1 --csv > labels.csv
     """
     from zoo.predict import predict
+    from zoo.runs import RunRef
 
-    ckpt, found, failed = predict(source, images, top_k, device, which, plugin_paths,
-                                  trust_plugins)
+    ref = RunRef(source, checkpoint=which, plugins=plugin_paths, trust_plugins=trust_plugins)
+    ckpt, found, failed = predict(ref, images, top_k, device)
     if found:
         click.echo(f"checkpoint: {ckpt}", err=as_csv)  # stdout stays pure CSV
         click.echo(_csv(found) if as_csv else _table(found), nl=not as_csv)
@@ -90,8 +91,10 @@ def export_cmd(source: str, fmt: str, out: str | None, which: str,
     no --device): a trace made on a GPU would hold that GPU's device in its graph.
     """
     from zoo.export import export
+    from zoo.runs import RunRef
 
-    info = export(source, fmt, out, which, plugin_paths, trust_plugins)
+    ref = RunRef(source, checkpoint=which, plugins=plugin_paths, trust_plugins=trust_plugins)
+    info = export(ref, fmt, out)
     click.echo(f"checkpoint: {info['source_checkpoint']}")
     click.echo(f"wrote {info['file']}\nwrote {info['json']}")
     if info["max_diff"] is None:

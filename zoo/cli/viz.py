@@ -46,13 +46,16 @@ def viz(source: str, image_paths: tuple[str, ...], specs: tuple[str, ...], compa
     from zoo.device import Dist, pick_device
     from zoo.recipe import parse_spec_text
     from zoo.registry import discover
+    from zoo.runs import RunRef
     from zoo.viz.figures import ImageNames, build_visualizers, draw, save_png
     from zoo.viz.subjects import ALL, COMPARE, compare_figures, load_subject
 
     dev = pick_device(device, Dist(), "--device")
     discover(plugin_paths)
-    a = load_subject(source, weights, not image_paths, plugin_paths, trust_plugins)
-    b = load_subject(compare, None, False, plugin_paths, trust_plugins) if compare else None
+    a = load_subject(RunRef(source, plugins=plugin_paths, trust_plugins=trust_plugins), weights,
+                     not image_paths)
+    b = load_subject(RunRef(compare, plugins=plugin_paths, trust_plugins=trust_plugins), None,
+                     False) if compare else None
     for subject in filter(None, (a, b)):
         subject.model.to(dev)
     chosen = [parse_spec_text(t, '--visualizer') for t in specs] or (COMPARE if b else a.visualizers or ALL)

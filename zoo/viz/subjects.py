@@ -19,6 +19,7 @@ from torch import Tensor
 from zoo.data import TensorData, build_datasets, model_input
 from zoo.errors import ZooError
 from zoo.registry import spec_name
+from zoo.runs import RunRef, load_checkpoint, trained_on
 from zoo.viz.figures import ImageNames, class_labels, heat_figure, predicted
 
 if TYPE_CHECKING:
@@ -62,20 +63,18 @@ class Subject:
     checkpoint: Path | None = None
 
 
-def load_subject(source: str, weights: str | None = None, need_images: bool = True,
-                 plugins: Sequence[str] = (), trust_plugins: bool = False) -> Subject:
+def load_subject(ref: RunRef, weights: str | None = None, need_images: bool = True) -> Subject:
     """A run dir, a checkpoint (folder or .safetensors in a run) or `timm:MODEL_NAME`.
 
     A run's own images are the first images of its first evaluated split (as training
     showed them); without `need_images` (the user brings images) no dataset is read.
     """
+    source = str(ref.source)
     if source.startswith("timm:"):
         return load_timm(source.removeprefix("timm:"), weights)
     if weights is not None:
         raise ZooError("--weights is for timm:MODEL sources; a run or checkpoint has its own weights")
-    from zoo.runs import load_checkpoint, trained_on
-
-    model, recipe, run, ckpt = load_checkpoint(source, plugins=plugins, trust_plugins=trust_plugins)
+    model, recipe, run, ckpt = load_checkpoint(ref)
     stats = trained_on(run, recipe)
     images, names = None, []
     if need_images:
