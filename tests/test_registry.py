@@ -152,7 +152,7 @@ PROBED = {  # kind, plugin body, context, what the error says
     "augment": ("augment", "def __call__(self, x, y):\n        return x[:, :, ::2], y",
                 dict(num_classes=3, img_size=8), r"maps \(x \[4, 3, 8, 8\], y \[4, 3\]\) to \(\[4, 3, 4, 8\], \[4, 3\]\)"),
     "needs": ("visualizer", "needs = ('xray',)\n\n    def __call__(self, model, images, x, names):\n        return {}",
-              {}, r"needs \['xray'\], but a model serves only \['attention_maps', 'cls_token'\]"),
+              {}, r"needs \['xray'\], but a model serves only \['attention_maps', 'cls_token', 'position_table'\]"),
 }
 
 

@@ -67,6 +67,27 @@ class Pool(Protocol):
 
 
 @runtime_checkable
+class Arch(Protocol):
+    """An image model (`model.arch`): images [B, C, H, W] -> logits [B, num_classes]
+    (pooled features where num_classes is 0); `features(img)` the pooled vector the head
+    reads [B, F] (kNN, probes); `lacks(need)` why it cannot serve a visualizer's need (one
+    of NEEDS), None where it can; `no_weight_decay()` the parameter names weight decay
+    skips; `cfg` the ModelConfig it was built from. An arch with global attention maps
+    also has `attention_maps(img, details=False)`, as zoo.model.ViT."""
+
+    cfg: Any
+    num_classes: int
+
+    def __call__(self, img: Tensor) -> Tensor: ...
+
+    def features(self, img: Tensor) -> Tensor: ...
+
+    def lacks(self, need: str) -> str | None: ...
+
+    def no_weight_decay(self) -> set[str]: ...
+
+
+@runtime_checkable
 class AugmentOp(Protocol):
     """One batch augmentation on the device: (x [B, C, H, W] floats in [0, 1], soft targets
     [B, K]) -> the same. `capturable = True` declares it draws its randomness from torch's
@@ -99,7 +120,7 @@ class Dataset(Protocol):
     def __len__(self) -> int: ...
 
 
-NEEDS = ("attention_maps", "cls_token")  # what a visualizer may need of a model (ViT.lacks)
+NEEDS = ("attention_maps", "cls_token", "position_table")  # a visualizer may need (Arch.lacks)
 
 
 def _shape(value: Any) -> str:
@@ -177,6 +198,30 @@ def probe_pool(obj: Any, ctx: dict[str, Any]) -> str | None:
     return None
 
 
+def probe_arch(obj: Any, ctx: dict[str, Any]) -> str | None:
+    """Two images at the model's size -> logits [2, num_classes] and features [2, F], in
+    eval mode without autograd (batch-norm statistics stay as they were)."""
+    import torch
+
+    cfg = ctx.get("cfg")
+    if cfg is None:
+        return None
+    x = torch.zeros(2, cfg.in_chans, cfg.img_size, cfg.img_size)
+    was = obj.training
+    obj.eval()
+    try:
+        with torch.no_grad():
+            out, feats = obj(x), obj.features(x)
+    finally:
+        obj.train(was)
+    n = cfg.num_classes or (feats.shape[-1] if isinstance(feats, torch.Tensor) else -1)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, n):
+        return f"maps images {_shape(x)} to {_shape(out)}, not [2, {n}]; {summary(Arch)}"
+    if not isinstance(feats, torch.Tensor) or feats.dim() != 2 or feats.shape[0] != 2:
+        return f"has features {_shape(feats)} for images {_shape(x)}, not [2, F]"
+    return None
+
+
 def probe_augment(obj: Any, ctx: dict[str, Any]) -> str | None:
     """A batch [4, 3, size, size] in [0, 1] and its soft targets keep their shapes (drawn
     under a forked RNG: building a run never changes its random numbers)."""
@@ -223,6 +268,7 @@ KINDS: dict[str, Kind] = {
     "posemb": Kind(("dim", "grid_size", "num_prefix_tokens"), PosEmb, probe_posemb),
     "tokenizer": Kind(("in_chans", "dim", "patch_size", "img_size"), Tokenizer, probe_tokenizer),
     "pool": Kind(("dim",), Pool, probe_pool),
+    "arch": Kind(("cfg",), Arch, probe_arch),
     "augment": Kind(("num_classes", "img_size"), AugmentOp, probe_augment),
     "visualizer": Kind((), Visualizer, probe_visualizer),
     "dataset": Kind(("split", "img_size", "root"), Dataset, probe_dataset),

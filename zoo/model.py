@@ -144,6 +144,8 @@ class ViT(nn.Module):
         (zoo.kinds.Visualizer). `attention_maps`: its attention plugin has `return_attn`."""
         if need not in NEEDS:
             raise ZooError(f"unknown visualizer need '{need}'; known: {', '.join(NEEDS)}")
+        if need == "position_table":  # posemb_similarity notes a model with posemb none itself
+            return None
         if need == "cls_token":
             return None if self.num_prefix_tokens else (
                 f"this model has no [CLS] token (pool: {registry.spec_name(self.cfg.pool)})")
@@ -171,7 +173,28 @@ class ViT(nn.Module):
         return self.posemb.patch_embeddings()
 
 
-def build_model(cfg: ModelConfig | dict[str, Any]) -> ViT:
-    """Validate a ModelConfig (or a recipe's `model:` mapping) and build the ViT it describes."""
+ANY_ARCH = ("arch", "img_size", "in_chans", "num_classes", "init", "init_weights")
+
+
+def build_model(cfg: ModelConfig | dict[str, Any]) -> nn.Module:
+    """Validate a ModelConfig (or a recipe's `model:` mapping) and build the model its
+    `arch` names: this file's ViT for `vit` (the default), else a plugin of kind arch."""
     data = dataclasses.asdict(cfg) if isinstance(cfg, ModelConfig) else cfg
-    return ViT(from_dict({"model": data}, source="build_model").model)
+    model_cfg = from_dict({"model": data}, source="build_model").model
+    check_arch_keys(model_cfg)
+    return registry.build("arch", model_cfg.arch, path="model.arch", cfg=model_cfg)
+
+
+def check_arch_keys(cfg: ModelConfig) -> None:
+    """An arch reads the model keys its `uses` names (all of them without one, as vit); a
+    key it ignores, set away from its default, would silently change nothing: an error."""
+    name, _ = registry.parse_spec(cfg.arch, "model.arch")
+    uses = getattr(registry.registry("arch").get(name, "model.arch").obj, "uses", None)
+    if uses is None:
+        return
+    default = ModelConfig()
+    for f in dataclasses.fields(ModelConfig):
+        if f.name not in (*ANY_ARCH, *uses) and getattr(cfg, f.name) != getattr(default, f.name):
+            raise ZooError(f"model.{f.name}: arch '{name}' does not use it (it reads "
+                           f"{', '.join(uses)}; its own parameters go in model.arch: "
+                           f"{{{name}: {{...}}}}, see zoo list arch)")

@@ -279,6 +279,7 @@ def check_override_key(item: str) -> None:
 def plugin_specs(recipe: Recipe) -> list[tuple[str, Any, str]]:
     """(kind, spec, recipe key path) of every plugin the recipe names."""
     return [
+        ("arch", recipe.model.arch, "model.arch"),
         ("tokenizer", recipe.model.tokenizer, "model.tokenizer"),
         ("pool", recipe.model.pool, "model.pool"),
         ("attention", recipe.model.attention, "model.attention"),

@@ -23,8 +23,10 @@ Spec = Any  # a plugin spec: `name` or `{name: {param: value}}`
 
 @dataclass
 class ModelConfig:
-    """The ViT: sizes, regularisation, and which attention / positional embedding."""
+    """The model: which arch (our ViT by default), its sizes, regularisation, and the
+    plugins inside it (tokenizer, attention, positional embedding, pool)."""
 
+    arch: Spec = "vit"  # vit (zoo/model.py) or a plugin of kind arch (plugins/arch): swin, ...
     img_size: int = 32
     patch_size: int = 4
     in_chans: int = 3

@@ -29,6 +29,8 @@ class PosembSimilarity:
     The same for every image; a model with `posemb: none` gets a note instead.
     """
 
+    needs = ("position_table",)
+
     def __call__(self, model: ViT, images: Tensor, x: Tensor, names: list[str]) -> dict[str, Figure]:
         from matplotlib.figure import Figure
 

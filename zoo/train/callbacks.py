@@ -149,7 +149,7 @@ class TensorBoard(Callback):
         for tag, key in SCALARS:
             if key in metrics:  # val and test only where data.eval_splits names them
                 self.writer.add_scalar(tag, metrics[key], step)
-        for i, lam in enumerate(trainer.model.lambdas(), start=1):
+        for i, lam in enumerate(getattr(trainer.model, "lambdas", list)(), start=1):
             self.writer.add_scalar(f"lambda/layer_{i}", float(lam), step)
         self.writer.add_image("data/augmented_batch", augmented_batch(trainer, metrics["epoch"]),
                               step)
@@ -178,17 +178,16 @@ class TensorBoard(Callback):
         from zoo.viz.subjects import first_images
 
         model = trainer.eval_model
-        images, names = first_images(next(iter(trainer.eval_data.values())),
-                                     trainer.recipe.log.viz_images)
+        shown = first_images(next(iter(trainer.eval_data.values())), trainer.recipe.log.viz_images)
         was_training = model.training
         model.eval()
         out: dict[str, bytes] = {}
         try:
             with torch.no_grad():
-                x = model_input(model, images, trainer.mean, trainer.std)
+                x = model_input(model, shown.images, trainer.mean, trainer.std)
                 for vis in list(self.visualizers):
                     try:
-                        figs = draw([vis], model, images, x, names)
+                        figs = draw([vis], model, shown, x)
                     except Exception as e:  # a figure must never end the run
                         trainer.say(f"warning: visualizer '{vis[0]}' failed and is skipped "
                                     f"from now on: {first_line(e)}")
