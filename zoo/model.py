@@ -176,25 +176,30 @@ class ViT(nn.Module):
 ANY_ARCH = ("arch", "img_size", "in_chans", "num_classes", "init", "init_weights")
 
 
+PLUGINS_ASKED = ("tokenizer", "attention", "pool")  # an arch that ignores one set is refused
+
+
 def build_model(cfg: ModelConfig | dict[str, Any]) -> nn.Module:
     """Validate a ModelConfig (or a recipe's `model:` mapping) and build the model its
     `arch` names: this file's ViT for `vit` (the default), else a plugin of kind arch."""
     data = dataclasses.asdict(cfg) if isinstance(cfg, ModelConfig) else cfg
     model_cfg = from_dict({"model": data}, source="build_model").model
-    check_arch_keys(model_cfg)
+    refused = [k for k in ignored_keys(model_cfg) if k in PLUGINS_ASKED]
+    if refused:
+        name = registry.spec_name(model_cfg.arch)
+        raise ZooError(f"model.{refused[0]}: arch '{name}' takes no {refused[0]} plugin (it "
+                       f"reads {', '.join(registry.registry('arch').get(name).obj.uses)}); "
+                       f"drop model.{refused[0]} or use an arch that takes it (zoo list arch)")
     return registry.build("arch", model_cfg.arch, path="model.arch", cfg=model_cfg)
 
 
-def check_arch_keys(cfg: ModelConfig) -> None:
-    """An arch reads the model keys its `uses` names (all of them without one, as vit); a
-    key it ignores, set away from its default, would silently change nothing: an error."""
+def ignored_keys(cfg: ModelConfig) -> list[str]:
+    """The model keys set away from their defaults that the arch does not read (those its
+    `uses` leaves out; vit, without `uses`, reads them all)."""
     name, _ = registry.parse_spec(cfg.arch, "model.arch")
     uses = getattr(registry.registry("arch").get(name, "model.arch").obj, "uses", None)
     if uses is None:
-        return
+        return []
     default = ModelConfig()
-    for f in dataclasses.fields(ModelConfig):
-        if f.name not in (*ANY_ARCH, *uses) and getattr(cfg, f.name) != getattr(default, f.name):
-            raise ZooError(f"model.{f.name}: arch '{name}' does not use it (it reads "
-                           f"{', '.join(uses)}; its own parameters go in model.arch: "
-                           f"{{{name}: {{...}}}}, see zoo list arch)")
+    return [f.name for f in dataclasses.fields(ModelConfig)
+            if f.name not in (*ANY_ARCH, *uses) and getattr(cfg, f.name) != getattr(default, f.name)]

@@ -116,13 +116,15 @@ def check(recipe: Recipe, init: bool = True) -> list[str]:
     can draw it. Returns the warning lines (a figure that cannot be drawn is skipped in
     training, never an error)."""
     from zoo.finetune import check_init
-    from zoo.model import build_model
+    from zoo.model import build_model, ignored_keys
     from zoo.viz.figures import build_visualizers, drawable
 
     if init:
         check_init(recipe.model)
     model = build_model(recipe.model)
-    warnings: list[str] = []
+    arch = spec_name(recipe.model.arch)
+    warnings = [f"model.{k}: arch '{arch}' does not use it (zoo list arch shows what it reads)"
+                for k in ignored_keys(recipe.model)]
     drawable(build_visualizers(recipe.log.visualizers, "log.visualizers"), model, warnings.append)
     return warnings
 
