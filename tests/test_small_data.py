@@ -69,3 +69,29 @@ def test_a_pool_without_cls_builds_a_model_without_one():
     # one parameter vector of 16 fewer ([CLS]) and of 16 fewer positions, one Linear(16, 1) more
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(seq) == count(with_cls) - 16 - 16 + 17
+
+
+def test_spt_stacks_the_four_diagonal_half_patch_shifts_then_norms_and_projects():
+    """Lee et al.'s SPT on a 4x4 ramp, patch 2: token 0 flattens (row, column, channel) over
+    [image, left-up, right-up, left-down, right-down], zero outside the image."""
+    discover()
+    torch.manual_seed(0)
+    spt = build("tokenizer", "spt", in_chans=1, dim=6, patch_size=2, img_size=4)
+    img = torch.arange(1.0, 17.0).view(1, 1, 4, 4)
+    token0 = torch.tensor([1, 0, 0, 0, 6, 2, 0, 0, 5, 7, 5, 0, 2, 0, 10, 6, 1, 3, 9, 11.0])
+    out = spt(img)
+    assert out.shape == (1, 2, 2, 6) and spt.grid(4, 4) == (2, 2)
+    assert torch.allclose(out[0, 0, 0], spt.proj(spt.norm(token0)), atol=1e-6)
+
+
+def test_parameter_counts_match_lee_et_al():
+    """Their ViT, SL-ViT's parts, on CIFAR-10 (counted from their code: models/vit.py with
+    SPT and LSA): 2,692,426; + SPT 2,729,770; + LSA as well 2,729,878."""
+    from zoo.model import build_model
+
+    discover()
+    lee = dict(img_size=32, patch_size=4, dim=192, depth=9, heads=12, mlp_ratio=2, qkv_bias=False)
+    count = lambda cfg: sum(p.numel() for p in build_model(cfg).parameters())  # noqa: E731
+    assert count(lee) == 2_692_426
+    assert count({**lee, "tokenizer": "spt"}) == 2_729_770
+    assert count({**lee, "tokenizer": "spt", "attention": "lsa"}) == 2_729_878
