@@ -95,3 +95,31 @@ def test_parameter_counts_match_lee_et_al():
     assert count(lee) == 2_692_426
     assert count({**lee, "tokenizer": "spt"}) == 2_729_770
     assert count({**lee, "tokenizer": "spt", "attention": "lsa"}) == 2_729_878
+
+
+def test_the_conv_tokenizer_is_conv_relu_maxpool_per_layer():
+    """CCT's tokenizer (Hassani et al. 2021, Eq. 1) written out with torch.nn.functional."""
+    import torch.nn.functional as F
+
+    discover()
+    torch.manual_seed(0)
+    tok = build("tokenizer", {"conv": {"layers": 2, "channels": 8}}, in_chans=3, dim=16,
+                patch_size=4, img_size=32)
+    img = torch.randn(2, 3, 32, 32)
+    x = img
+    for stage in tok:
+        x = F.max_pool2d(F.relu(F.conv2d(x, stage[0].weight, stride=1, padding=1)), 3, 2, 1)
+    assert torch.allclose(tok(img), x.permute(0, 2, 3, 1), atol=1e-6)
+    assert tok.grid(32, 32) == (8, 8) and tok.grid(31, 17) == tuple(tok(torch.zeros(1, 3, 31, 17)).shape[1:3])
+
+
+def test_cct_and_cvt_parameter_counts_match_hassani_et_al():
+    """CCT-7/3x1 3,760,139 and CVT-7/4 3,716,619 on CIFAR-10 (their code, cct_7_3x1_32 and
+    cvt_7_4_32: learnable positions, no qkv bias, SeqPool, no [CLS])."""
+    from zoo.model import build_model
+
+    discover()
+    common = dict(img_size=32, dim=256, depth=7, heads=4, mlp_ratio=2, qkv_bias=False, pool="seqpool")
+    count = lambda cfg: sum(p.numel() for p in build_model(cfg).parameters())  # noqa: E731
+    assert count({**common, "tokenizer": "conv"}) == 3_760_139
+    assert count({**common, "patch_size": 4}) == 3_716_619
