@@ -108,18 +108,18 @@ def test_resume_on_cuda_restores_the_cuda_rng(tmp_path):
 def test_viz_and_predict_compute_on_the_device_asked(tmp_path, monkeypatch):
     """`--device cuda` moves the model there (viz draws from it on CUDA) and predict on CUDA
     ranks as on the CPU."""
-    from zoo.viz import figures
+    from zoo.viz import render
 
     run = tmp_path / "run"
     result = CliRunner().invoke(cli, ["run", str(tiny_recipe(tmp_path)), "--out", str(run)])
     assert result.exit_code == 0, result.output
-    seen, draw = [], figures.draw
+    seen, draw = [], render.draw
 
     def spy(visualizers, model, *args):
         seen.append(next(model.parameters()).device.type)
         return draw(visualizers, model, *args)
 
-    monkeypatch.setattr(figures, "draw", spy)
+    monkeypatch.setattr(render, "draw", spy)
     viz = CliRunner().invoke(cli, ["viz", str(run), "--device", "cuda", "--visualizer", "rollout",
                                    "--out", str(tmp_path / "viz")])
     assert viz.exit_code == 0 and (tmp_path / "viz" / "rollout.png").exists(), viz.output

@@ -27,7 +27,7 @@ from zoo.recipe import load_recipe
 from zoo.registry import discover
 from zoo.runs import RunRef, load_trained
 from zoo.viz.figures import (
-    ImageNames,
+    Shown,
     build_visualizers,
     draw,
     figure_array,
@@ -44,6 +44,7 @@ from zoo.viz.maps import (
     rollout_map,
     upsample,
 )
+from zoo.viz.render import render, write_pngs
 from zoo.viz.subjects import (
     ALL,
     Subject,
@@ -143,7 +144,7 @@ def test_every_visualizer_on_tiny_models(attention, patch, posemb):
     images = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
     x = model_input(model, images, (0.5,) * 3, (0.5,) * 3)
     with torch.no_grad():
-        figures = draw(build_visualizers(ALL, "v"), model, images, x, ["a", "b"])
+        figures = draw(build_visualizers(ALL, "v"), model, Shown(images, ["a", "b"]), x)
     assert sorted(figures) == sorted(ALL)
     for fig in figures.values():  # as TensorBoard gets them
         image = figure_array(png_bytes(fig))
@@ -172,9 +173,9 @@ def test_images_are_labelled_with_the_prediction():
         pred = [classes[i] for i in index]
         truth = [pred[0], next(c for c in classes if c != pred[1]), pred[2], pred[3]]
         visualizers = build_visualizers(["cls_attention", "rollout", "dino"], "v")
-        figures = draw(visualizers, model, images, x, ImageNames("0123", truth, classes))
-        files = draw(visualizers[1:2], model, images, x, ["a.png", "b.png", "c.png", "d.png"])
-        named = draw(visualizers[1:2], model, images, x, ImageNames(["a.png"] * 4, classes=classes))
+        figures = draw(visualizers, model, Shown(images, list("0123"), truth, classes), x)
+        files = draw(visualizers[1:2], model, Shown(images, ["a.png", "b.png", "c.png", "d.png"]), x)
+        named = draw(visualizers[1:2], model, Shown(images, ["a.png"] * 4, classes=classes), x)
     expected = [f"{i}  true: {t}\npred: {p} {'✓' if p == t else '✗'}"
                 for i, (t, p) in enumerate(zip(truth, pred, strict=True))]
     assert "✗" in expected[1]
@@ -188,7 +189,7 @@ def test_images_are_labelled_with_the_prediction():
     b = Subject(build_model(dict(img_size=16, patch_size=4, num_classes=0, dim=16, depth=1,
                                  heads=2)).eval(), "headless", (0.5,) * 3, (0.5,) * 3, Path("."))
     with torch.no_grad():
-        compared = compare_figures(a, b, visualizers[1:2], images, ImageNames("0123", truth))
+        compared = compare_figures(a, b, visualizers[1:2], Shown(images, list("0123"), truth))
     assert row_labels(compared["compare_rollout"]) == [e.replace("pred:", "pred A:") for e in expected]
     assert [t.get_text() for t in compared["compare_rollout"].axes[0].get_xticklabels()] == [
         "input", "A: vit", "B: headless"]
@@ -197,10 +198,10 @@ def test_images_are_labelled_with_the_prediction():
 def test_first_images_know_their_classes():
     discover()
     val = build_datasets({"shapes": {"val_size": 16}}, ["val"], 32, "data")["val"]
-    images, names = first_images(val, 3)
-    assert images.shape == (3, 3, 32, 32) and names == ["0", "1", "2"]
-    assert names.truth == [val.classes[y] for y in val.labels[:3].tolist()]
-    assert names.classes == list(val.classes)
+    shown = first_images(val, 3)
+    assert shown.images.shape == (3, 3, 32, 32) and shown.names == ["0", "1", "2"]
+    assert shown.truth == [val.classes[y] for y in val.labels[:3].tolist()]
+    assert shown.classes == list(val.classes)
 
 
 def test_posemb_similarity_colours_span_the_similarities_shown():
@@ -309,12 +310,25 @@ def test_compare_and_recipe_visualizers(quickstart_run, diff_run, tmp_path):
                                                 "--visualizer", "dino"]), "draws no single map")
 
 
+def test_render_draws_and_leaves_the_files_to_write_pngs(diff_run, tmp_path):
+    """`zoo viz` as a library: render returns the run's figures (what a page would show)
+    and writes nothing; write_pngs saves them, and a folder it cannot write is one line."""
+    drawn = render(RunRef(diff_run))
+    assert list(drawn.figures) == ["rollout"] and drawn.folder == diff_run / "figures" / "viz"
+    assert not drawn.folder.exists()
+    paths = write_pngs(drawn.figures, tmp_path / "pngs")
+    assert paths == [tmp_path / "pngs" / "rollout.png"] and Image.open(paths[0]).format == "PNG"
+    (tmp_path / "file").write_text("")
+    one_line_error(CliRunner().invoke(cli, ["viz", str(diff_run), "--out", str(tmp_path / "file" / "x")]),
+                   "cannot write the figures", "--out DIR")
+
+
 def compared_labels(a: Subject, b: Subject) -> tuple[str, list[str]]:
     """The title and column labels of a --compare figure of A and B."""
     images = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
     visualizers = build_visualizers(["rollout"], "v")
     with torch.no_grad():
-        fig = compare_figures(a, b, visualizers, images, ["x.png"])["compare_rollout"]
+        fig = compare_figures(a, b, visualizers, Shown(images, ["x.png"]))["compare_rollout"]
     ax = fig.axes[0]
     return ax.get_title(), [t.get_text() for t in ax.get_xticklabels()]
 

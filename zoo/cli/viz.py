@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import click
 
 from zoo.cli.options import DEVICE_OPTION, PLUGINS_OPTION, TRUST_OPTION
-from zoo.errors import ZooError
 
 
 @click.command("viz")
@@ -40,41 +40,13 @@ def viz(source: str, image_paths: tuple[str, ...], specs: tuple[str, ...], compa
     zoo viz timm:vit_small_patch16_224.dino --image cat.jpg  (offline: --weights FILE)
     zoo list visualizer                      what there is, with options
     """
-    import torch
-
-    from zoo.data import load_images, model_input
-    from zoo.device import Dist, pick_device
     from zoo.recipe import parse_spec_text
-    from zoo.registry import discover
     from zoo.runs import RunRef
-    from zoo.viz.figures import ImageNames, build_visualizers, draw, save_png
-    from zoo.viz.subjects import ALL, COMPARE, compare_figures, load_subject
+    from zoo.viz.render import render, write_pngs
 
-    dev = pick_device(device, Dist(), "--device")
-    discover(plugin_paths)
-    a = load_subject(RunRef(source, plugins=plugin_paths, trust_plugins=trust_plugins), weights,
-                     not image_paths)
-    b = load_subject(RunRef(compare, plugins=plugin_paths, trust_plugins=trust_plugins), None,
-                     False) if compare else None
-    for subject in filter(None, (a, b)):
-        subject.model.to(dev)
-    chosen = [parse_spec_text(t, '--visualizer') for t in specs] or (COMPARE if b else a.visualizers or ALL)
-    visualizers = build_visualizers(chosen, "--visualizer")
-    if image_paths:
-        images, files = load_images(image_paths, a.model.cfg.img_size)
-        names = ImageNames(files, classes=a.classes)  # labelled with the predicted class
-    elif a.images is not None:
-        images, names = a.images, a.names
-    else:
-        raise ZooError(f"{source} has no dataset to take images from; pass --image PATH")
-    with torch.no_grad():
-        if b is not None:
-            figures = compare_figures(a, b, visualizers, images, names)
-        else:
-            figures = draw(visualizers, a.model, images, model_input(a.model, images, a.mean, a.std), names)
-    folder = Path(out) if out else a.out
-    folder.mkdir(parents=True, exist_ok=True)
-    for key, fig in figures.items():
-        path = folder / f"{key}.png"
-        save_png(fig, path)
+    run = partial(RunRef, plugins=plugin_paths, trust_plugins=trust_plugins)
+    drawn = render(run(source), compare=run(compare) if compare else None, images=image_paths,
+                   visualizers=[parse_spec_text(text, "--visualizer") for text in specs],
+                   weights=weights, device=device)
+    for path in write_pngs(drawn.figures, Path(out) if out else drawn.folder):
         click.echo(str(path))

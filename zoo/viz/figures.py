@@ -23,7 +23,8 @@ module (the trainer does) costs nothing until a figure is made.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,17 +51,16 @@ SHARED = "attention / its maximum over the image's panels"
 SCALES = ("panel", "image")  # a heat map visualizer's `scale`: what each panel is divided by
 
 
-class ImageNames(list[str]):
-    """The names of the images shown, with their true classes (None: unknown, e.g. a file)
-    and the class names the model's outputs stand for: what `draw` needs to label each image
-    with the model's prediction. Still a list of names, so every caller that passes names
-    and every visualizer keep working."""
+@dataclass
+class Shown:
+    """The images a figure shows and what their labels need: a name each, the true class of
+    each where known (none for image files), and the class names the model's outputs stand
+    for (none: a timm model, whose outputs are labelled `class i`)."""
 
-    def __init__(self, names: Iterable[str], truth: Sequence[str | None] = (),
-                 classes: Sequence[str] = ()):
-        super().__init__(names)
-        self.truth = list(truth) or [None] * len(self)
-        self.classes = list(classes)
+    images: Tensor  # uint8 [B, 3, H, W]
+    names: list[str]
+    truth: list[str | None] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
 
 
 def predicted(model: ViT, x: Tensor, classes: Sequence[str]) -> list[str] | None:
@@ -71,14 +71,14 @@ def predicted(model: ViT, x: Tensor, classes: Sequence[str]) -> list[str] | None
     return [classes[i] if i < len(classes) else f"class {i}" for i in model(x).argmax(-1).tolist()]
 
 
-def class_labels(names: Sequence[str], predictions: Sequence[tuple[str, list[str]]]) -> list[str]:
+def class_labels(shown: Shown, predictions: Sequence[tuple[str, list[str]]]) -> list[str]:
     """Each image's label, so a map is read knowing what the model made of the image: its
     name and true class where known, then a line per (tag, predicted classes) with ✓ or ✗
     against the truth, e.g. `0  true: circle` / `pred: square ✗`, or `cat.jpg` / `pred:
     class 3` for a file. Lines, not one long label, keep the panels their width."""
-    truth = names.truth if isinstance(names, ImageNames) else [None] * len(names)
+    truth = shown.truth or [None] * len(shown.names)
     out = []
-    for i, (name, true) in enumerate(zip(names, truth, strict=True)):
+    for i, (name, true) in enumerate(zip(shown.names, truth, strict=True)):
         lines = [name if true is None else f"{name}  true: {true}"]
         for tag, pred in predictions:
             mark = "" if true is None else " ✓" if pred[i] == true else " ✗"
@@ -217,19 +217,19 @@ def drawable(visualizers: list[tuple[str, Any]], model: ViT,
     return out
 
 
-def draw(visualizers: list[tuple[str, Any]], model: ViT, images: Tensor, x: Tensor,
-         names: Sequence[str]) -> dict[str, Figure]:
-    """Every visualizer's figures, names made unique; images labelled with the model's
-    prediction, computed once for all of them (class names where `names` is ImageNames).
+def draw(visualizers: list[tuple[str, Any]], model: ViT, shown: Shown,
+         x: Tensor) -> dict[str, Figure]:
+    """Every visualizer's figures of `shown` (`x`: its images as the model reads them), names
+    made unique; images labelled with the model's prediction, computed once for all of them.
     A visualizer the model cannot serve is a one-line error naming another to use."""
     for name, vis in visualizers:
         if why := unmet(vis, model):
             raise ZooError(f"visualizer '{name}': {why}; choose one that needs no attention "
                            "maps, such as posemb_similarity (zoo list visualizer)")
-    pred = predicted(model, x, names.classes if isinstance(names, ImageNames) else [])
-    labels = class_labels(names, [("pred", pred)] if pred is not None else [])
+    pred = predicted(model, x, shown.classes)
+    labels = class_labels(shown, [("pred", pred)] if pred is not None else [])
     figures: dict[str, Figure] = {}
     for _, vis in visualizers:
-        for key, fig in vis(model, images.cpu(), x, labels).items():
+        for key, fig in vis(model, shown.images.cpu(), x, labels).items():
             figures[key if key not in figures else f"{key}_{len(figures)}"] = fig
     return figures

@@ -8,19 +8,17 @@ side.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor
 
 from zoo.data import TensorData, build_datasets, model_input
 from zoo.errors import ZooError
 from zoo.registry import spec_name
 from zoo.runs import RunRef, load_checkpoint, trained_on
-from zoo.viz.figures import ImageNames, class_labels, heat_figure, predicted
+from zoo.viz.figures import Shown, class_labels, heat_figure, predicted
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -32,22 +30,22 @@ ALL = ["cls_attention", "rollout", "dino", "posemb_similarity"]  # `zoo viz` wit
 COMPARE = ["rollout", "cls_attention"]  # `zoo viz --compare` without --visualizer
 
 
-def first_images(dataset: Any, n: int) -> tuple[Tensor, ImageNames]:
-    """The first n images of a split (uint8 [n, 3, H, W]), named by index with their classes:
-    the fixed images every evaluation shows, so maps can be compared across epochs."""
+def first_images(dataset: Any, n: int) -> Shown:
+    """The first n images of a split (uint8 [n, 3, H, W] on the CPU), named by index, with
+    their classes: the fixed images every evaluation shows, so maps compare across epochs."""
     n = min(n, len(dataset))
     if isinstance(dataset, TensorData):
         images, labels = dataset.images[:n], dataset.labels[:n].tolist()
     else:
         pairs = [dataset[i] for i in range(n)]
         images, labels = torch.stack([p[0] for p in pairs]), [int(p[1]) for p in pairs]
-    return images.cpu(), ImageNames([str(i) for i in range(n)],
-                                    [dataset.classes[y] for y in labels], dataset.classes)
+    return Shown(images.cpu(), [str(i) for i in range(n)], [dataset.classes[y] for y in labels],
+                 list(dataset.classes))
 
 
 @dataclass
 class Subject:
-    """A model to look at and how to feed it; `images` are its run's fixed validation images,
+    """A model to look at and how to feed it; `shown` are its run's fixed validation images,
     `classes` what its outputs stand for (empty where unknown: a timm model)."""
 
     model: ViT
@@ -55,8 +53,7 @@ class Subject:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     out: Path  # where its PNGs go by default
-    images: Tensor | None = None
-    names: list[str] = field(default_factory=list)
+    shown: Shown | None = None
     classes: list[str] = field(default_factory=list)
     visualizers: list[Any] = field(default_factory=list)  # the recipe's log.visualizers
     run: Path | None = None  # the run dir and checkpoint folder it came from (not for timm)
@@ -76,15 +73,15 @@ def load_subject(ref: RunRef, weights: str | None = None, need_images: bool = Tr
         raise ZooError("--weights is for timm:MODEL sources; a run or checkpoint has its own weights")
     model, recipe, run, ckpt = load_checkpoint(ref)
     stats = trained_on(run, recipe)
-    images, names = None, []
+    shown = None
     if need_images:
         split = recipe.data.eval_splits[0]
-        shown = build_datasets(recipe.data.dataset, [split], recipe.model.img_size,
-                               recipe.data.root)[split]
-        images, names = first_images(shown, recipe.log.viz_images)
+        dataset = build_datasets(recipe.data.dataset, [split], recipe.model.img_size,
+                                 recipe.data.root)[split]
+        shown = first_images(dataset, recipe.log.viz_images)
     label = f"{recipe.name} ({spec_name(recipe.model.attention)})"
     return Subject(model, label, tuple(stats["mean"]), tuple(stats["std"]),
-                   run / "figures" / "viz", images, names, list(stats["classes"]),
+                   run / "figures" / "viz", shown, list(stats["classes"]),
                    list(recipe.log.visualizers), run.resolve(), ckpt)
 
 
@@ -122,14 +119,14 @@ def compare_labels(a: Subject, b: Subject) -> tuple[str, str]:
     return f"{a.label}, {ta}", f"{b.label}, {tb}"
 
 
-def compare_figures(a: Subject, b: Subject, visualizers: list[tuple[str, Any]], images: Tensor,
-                    names: Sequence[str]) -> dict[str, Figure]:
+def compare_figures(a: Subject, b: Subject, visualizers: list[tuple[str, Any]],
+                    shown: Shown) -> dict[str, Figure]:
     """For each visualizer with a `heatmap`: rows = images, labelled with A's and B's
     predictions; columns = input, A's map, B's map."""
-    xs = [model_input(s.model, images, s.mean, s.std) for s in (a, b)]
+    xs = [model_input(s.model, shown.images, s.mean, s.std) for s in (a, b)]
     preds = [(f"pred {tag}", p) for tag, s, x in zip("AB", (a, b), xs, strict=True)
              if (p := predicted(s.model, x, s.classes)) is not None]
-    labels = class_labels(names, preds)
+    labels = class_labels(shown, preds)
     titles = compare_labels(a, b)
     figures = {}
     for name, vis in visualizers:
@@ -141,5 +138,5 @@ def compare_figures(a: Subject, b: Subject, visualizers: list[tuple[str, Any]], 
         cols = [(f"{tag}: {title}", vis.heatmap(s.model, x))
                 for tag, title, s, x in zip("AB", titles, (a, b), xs, strict=True)]
         title = f"{name}: {titles[0]} vs {titles[1]}"
-        figures[f"compare_{name}"] = heat_figure(title, images, labels, cols)
+        figures[f"compare_{name}"] = heat_figure(title, shown.images, labels, cols)
     return figures
