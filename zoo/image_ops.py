@@ -122,8 +122,10 @@ class OpSlot:
     2 * len(candidates) (not applied: Identity).
     """
 
-    def __init__(self, candidates: Sequence[tuple[str, int | None, int, float]]):
+    def __init__(self, candidates: Sequence[tuple[str, int | None, int, float]],
+                 fill: float = 0.0):
         self.candidates = list(candidates)
+        self.fill = fill  # what geometric ops show where they move the image away
         self.ops = frozenset(op for op, *_ in self.candidates)
         self._probs: dict[torch.device, Tensor] = {}
         self._tables: dict[tuple, tuple[Tensor, Tensor | None]] = {}
@@ -150,7 +152,7 @@ class OpSlot:
         """x [B, C, H, W] with each image's drawn entry [B] applied."""
         params, grids = self.tables(*x.shape[1:], x.device, x.dtype)
         if grids is not None:
-            x = warp(x, grids.index_select(0, entry))
+            x = warp(x, grids.index_select(0, entry), self.fill)
         p = params.index_select(0, entry).T.reshape(len(NEUTRAL), -1, 1, 1, 1)
         return colour_ops(x, dict(zip(NEUTRAL, p, strict=True)), self.ops)
 
@@ -218,10 +220,13 @@ def sample_grid(matrix: list[float], height: int, width: int, device: torch.devi
     return grid.view(1, height * width, 3).bmm(theta.transpose(1, 2) / half).view(height, width, 2)
 
 
-def warp(x: Tensor, grid: Tensor) -> Tensor:
-    """Each image resampled on its own grid [B, H, W, 2]: nearest neighbour, zeros outside
-    (torchvision's affine and rotate with fill=None)."""
-    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+def warp(x: Tensor, grid: Tensor, fill: float = 0.0) -> Tensor:
+    """Each image resampled on its own grid [B, H, W, 2]: nearest neighbour, `fill` outside
+    (0: torchvision's affine and rotate with fill=None; a grey level in [0, 1] otherwise)."""
+    if not fill:
+        return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    moved = F.grid_sample(x - fill, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    return moved.add_(fill)
 
 
 def _gray(x: Tensor) -> Tensor:

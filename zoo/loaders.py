@@ -19,9 +19,16 @@ from zoo.data import Batch, TensorData
 from zoo.errors import ZooError
 
 
+def permutation(n: int, seed: int, key: int, shuffle: bool) -> Tensor:
+    """A shuffle of range(n) that is a pure function of (seed, key); range(n) itself unshuffled."""
+    if not shuffle:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + key))
+
+
 def epoch_order(n: int, *, epoch: int, seed: int, shuffle: bool, rank: int = 0,
                 world_size: int = 1, batch_size: int = 1, drop_last: bool = False,
-                repeats: int = 1) -> Tensor:
+                repeats: int = 1, passes: bool = False) -> Tensor:
     """This rank's sample indices for one epoch (CPU int64): a pure function of its args.
 
     Every rank draws the same permutation and takes every world_size-th index from `rank`.
@@ -29,13 +36,14 @@ def epoch_order(n: int, *, epoch: int, seed: int, shuffle: bool, rank: int = 0,
     without it the shards are disjoint and together cover all n samples exactly once.
     `repeats` > 1 is repeated augmentation (Hoffer et al. 2020; DeiT's RASampler): each index
     appears that many times in a row, so its copies, augmented independently, fall into one
-    batch or, under DDP, onto neighbouring ranks; the epoch is `repeats` times longer.
+    batch or, under DDP, onto neighbouring ranks; the epoch is `repeats` times longer. With
+    `passes` the epoch is instead `repeats` independent shuffles one after another (what
+    Lee et al.'s RASampler with repetitions 1 and len_factor 3 does): no copies side by side.
     """
-    if shuffle:
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    if passes:
+        order = torch.cat([permutation(n, seed, epoch * repeats + r, shuffle) for r in range(repeats)])
     else:
-        order = torch.arange(n)
-    order = order.repeat_interleave(repeats)
+        order = permutation(n, seed, epoch, shuffle).repeat_interleave(repeats)
     if drop_last:
         order = order[: len(order) - len(order) % world_size]
     order = order[rank::world_size]
@@ -48,11 +56,13 @@ class _Loader:
     """What both loaders share: the epoch order and its length in steps."""
 
     def __init__(self, n: int, batch_size: int, device: torch.device | str, *, shuffle: bool,
-                 drop_last: bool, seed: int, rank: int, world_size: int, repeats: int = 1):
+                 drop_last: bool, seed: int, rank: int, world_size: int, repeats: int = 1,
+                 passes: bool = False):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
         self.n, self.batch_size, self.device = n, batch_size, torch.device(device)
         self.shuffle, self.drop_last, self.seed, self.repeats = shuffle, drop_last, seed, repeats
+        self.passes = passes
         self.rank, self.world_size = rank, world_size
         self.num_samples = len(self._order(0))  # this rank's samples per epoch
 
@@ -60,7 +70,7 @@ class _Loader:
         return epoch_order(self.n, epoch=epoch, seed=self.seed, shuffle=self.shuffle,
                            rank=self.rank, world_size=self.world_size,
                            batch_size=self.batch_size, drop_last=self.drop_last,
-                           repeats=self.repeats)
+                           repeats=self.repeats, passes=self.passes)
 
     def order(self, epoch: int, start_step: int = 0) -> Tensor:
         """Indices this rank reads in `epoch`, from batch `start_step` on."""
@@ -83,9 +93,11 @@ class DeviceLoader(_Loader):
 
     def __init__(self, data: TensorData, batch_size: int, device: torch.device | str, *,
                  shuffle: bool, drop_last: bool, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, on_device: bool = True, repeats: int = 1):
+                 world_size: int = 1, on_device: bool = True, repeats: int = 1,
+                 passes: bool = False):
         super().__init__(len(data), batch_size, device, shuffle=shuffle, drop_last=drop_last,
-                         seed=seed, rank=rank, world_size=world_size, repeats=repeats)
+                         seed=seed, rank=rank, world_size=world_size, repeats=repeats,
+                         passes=passes)
         self.data = data
         store = self.device if on_device else torch.device("cpu")
         self.images = data.images.to(store)
@@ -123,9 +135,11 @@ class MapLoader(_Loader):
 
     def __init__(self, data: Dataset, batch_size: int, device: torch.device | str, *,
                  shuffle: bool, drop_last: bool, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, num_workers: int = 2, repeats: int = 1):
+                 world_size: int = 1, num_workers: int = 2, repeats: int = 1,
+                 passes: bool = False):
         super().__init__(len(data), batch_size, device, shuffle=shuffle, drop_last=drop_last,
-                         seed=seed, rank=rank, world_size=world_size, repeats=repeats)
+                         seed=seed, rank=rank, world_size=world_size, repeats=repeats,
+                         passes=passes)
         self.data = data
         self.sampler = _OrderSampler()
         self.loader = DataLoader(
@@ -149,11 +163,12 @@ class MapLoader(_Loader):
 def make_loader(data: TensorData | Dataset, *, batch_size: int, device: torch.device | str,
                 train: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
                 num_workers: int = 2, on_device: bool = True,
-                repeats: int = 1) -> DeviceLoader | MapLoader:
+                repeats: int = 1, passes: bool = False) -> DeviceLoader | MapLoader:
     """The loader for one split: training shuffles and drops the last partial batch, and
-    may repeat each image `repeats` times per epoch (repeated augmentation)."""
+    may repeat each image `repeats` times per epoch (repeated augmentation: its copies side
+    by side, or `passes`: that many shuffles in a row)."""
     kw = dict(shuffle=train, drop_last=train, seed=seed, rank=rank, world_size=world_size,
-              repeats=repeats if train else 1)
+              repeats=repeats if train else 1, passes=passes)
     if isinstance(data, TensorData):
         return DeviceLoader(data, batch_size, device, on_device=on_device, **kw)
     return MapLoader(data, batch_size, device, num_workers=num_workers, **kw)

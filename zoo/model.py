@@ -31,7 +31,7 @@ from zoo.kinds import NEEDS, Attention, Pool, PosEmb, Tokenizer
 from zoo.layers import MLP, DropPath
 from zoo.schema import ModelConfig, from_dict
 
-LN_EPS = 1e-6  # as in the ViT reference code (big_vision) and timm's ViTs
+LN_EPS = 1e-6  # model.norm_eps's default, as in the ViT reference code (big_vision) and timm
 
 
 class Block(nn.Module):
@@ -39,13 +39,13 @@ class Block(nn.Module):
 
     def __init__(self, cfg: ModelConfig, layer: int, drop_path: float):
         super().__init__()
-        self.norm1 = nn.LayerNorm(cfg.dim, eps=LN_EPS)
+        self.norm1 = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
         self.attn: Attention = registry.build(
             "attention", cfg.attention, path="model.attention", dim=cfg.dim, heads=cfg.heads,
             layer=layer, depth=cfg.depth, qkv_bias=cfg.qkv_bias, attn_drop=cfg.attn_dropout,
         )
         self.drop = nn.Dropout(cfg.dropout)  # after the attention's output projection
-        self.norm2 = nn.LayerNorm(cfg.dim, eps=LN_EPS)
+        self.norm2 = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
         self.mlp = MLP(cfg.dim, cfg.mlp_dim or int(cfg.dim * cfg.mlp_ratio), cfg.dropout)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
@@ -85,14 +85,26 @@ class ViT(nn.Module):
         rates = (torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
                  if cfg.drop_path_schedule == "linear" else [cfg.drop_path] * cfg.depth)
         self.blocks = nn.ModuleList(Block(cfg, i + 1, rates[i]) for i in range(cfg.depth))
-        self.norm = nn.LayerNorm(cfg.dim, eps=LN_EPS)
+        self.norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
         self.head = nn.Linear(cfg.dim, cfg.num_classes) if cfg.num_classes else nn.Identity()
 
-        if self.cls_token is not None:
+        self.init_weights(cfg.weight_init)
+
+    def init_weights(self, scheme: str) -> None:
+        """One rule for every Linear, the plugins' too, and the [CLS] token: `trunc_normal`,
+        std 0.02 (timm, DeiT), or `xavier`: Xavier-normal Linear weights and a [CLS] token
+        from N(0, 1), as Lee et al.'s models/vit.py (their position table, also N(0, 1), is
+        the posemb plugin's: learned_1d's `std`). Biases start at zero."""
+        if self.cls_token is not None and scheme == "xavier":
+            nn.init.normal_(self.cls_token)
+        elif self.cls_token is not None:
             nn.init.trunc_normal_(self.cls_token, std=0.02)
-        for m in self.modules():  # plugins' layers too: one init rule for every Linear
+        for m in self.modules():
             if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
+                if scheme == "xavier":
+                    nn.init.xavier_normal_(m.weight)
+                else:
+                    nn.init.trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 

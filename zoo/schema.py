@@ -41,6 +41,8 @@ class ModelConfig:
     drop_path: float = 0.0
     drop_path_schedule: str = "linear"  # linear: 0 -> drop_path over the blocks (DeiT); uniform
     qkv_bias: bool = True
+    norm_eps: float = 1e-6  # LayerNorm eps (timm's ViTs; Lee et al. and PyTorch's default: 1e-5)
+    weight_init: str = "trunc_normal"  # trunc_normal (std 0.02, timm) or xavier (Lee et al.)
     tokenizer: Spec = "patch"  # image -> tokens: patch, spt, conv (plugins/tokenizer)
     pool: Spec = "cls"  # tokens -> one vector: cls, mean, seqpool (plugins/pool)
     attention: Spec = "mhsa"
@@ -63,6 +65,7 @@ class DataConfig:
     on_device: bool = True  # keep in-memory datasets on the training device as uint8
     augment: list[Spec] = field(default_factory=list)
     repeats: int = 1  # repeated augmentation: each training image this often per epoch
+    repeat_mode: str = "copies"  # copies side by side in a batch (DeiT), or passes (Lee et al.)
     eval_splits: list[str] = field(default_factory=lambda: ["val"])  # evaluated, in order
 
 
@@ -75,9 +78,11 @@ class TrainConfig:
     optimizer: str = "adamw"  # adamw | sgd
     lr: float = 1e-3
     weight_decay: float = 0.05
+    decay: str = "weights"  # what weight_decay applies to: weights (matrices) or all parameters
     momentum: float = 0.9
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_epochs: float = 5.0
+    warmup_lr: float | None = None  # null: warm up from lr/warmup steps; else from this rate
     min_lr: float = 1e-5
     label_smoothing: float = 0.1
     grad_clip: float | None = 1.0
@@ -161,6 +166,7 @@ RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("model.num_classes", lambda v: v >= 0, "must be 0 (features only) or more"),
     ("model.mlp_ratio", _positive, "must be a number > 0, e.g. 4.0"),
     ("model.mlp_dim", lambda v: v is None or v >= 1, "must be null or 1 or more"),
+    ("model.norm_eps", _positive, "must be a number > 0, e.g. 1e-6"),
     *((f"model.{k}", _fraction, "must be in [0, 1), e.g. 0.1")
       for k in ("dropout", "attn_dropout", "drop_path")),
     ("data.batch_size", lambda v: v >= 1, "must be 1 or more"),
@@ -175,6 +181,7 @@ RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
      "must be two numbers in [0, 1), e.g. [0.9, 0.999]"),
     ("train.warmup_epochs", _nonneg, "must be a number >= 0 (0: no warmup)"),
     ("train.min_lr", _nonneg, "must be a number >= 0"),
+    ("train.warmup_lr", lambda v: v is None or _nonneg(v), "must be null or a number >= 0"),
     ("train.label_smoothing", _fraction, "must be in [0, 1), e.g. 0.1"),
     ("train.grad_clip", lambda v: v is None or _positive(v),
      "must be null (no clipping) or a number > 0, e.g. 1.0"),
@@ -190,7 +197,10 @@ RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.drop_path_schedule": ("linear", "uniform"),
+    "model.weight_init": ("trunc_normal", "xavier"),
+    "data.repeat_mode": ("copies", "passes"),
     "train.optimizer": ("adamw", "sgd"),
+    "train.decay": ("weights", "all"),
     "train.amp": ("none", "bf16", "fp16"),
 }
 

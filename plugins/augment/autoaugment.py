@@ -102,18 +102,22 @@ class AutoAugment:
 
     Each image draws its own sub-policy, then its own coin (and sign) for each of the two
     steps, exactly as torchvision's v2.AutoAugment draws for one image; whole-batch ops on
-    the device (zoo.image_ops), no host sync.
+    the device (zoo.image_ops), no host sync. `fill` is the grey level (0-255) that shear,
+    translate and rotate show where the image moved away: 0 (black) as torchvision, 128 as
+    the CIFAR10Policy port (DeepVoltaire's) in Lee et al.'s code.
     """
 
     capturable = True  # device-side randomness, no host sync: fit for a CUDA graph
 
-    def __init__(self, policy: str = "cifar10"):
+    def __init__(self, policy: str = "cifar10", fill: int = 0):
         if policy not in POLICIES:
             raise ZooError(f"augment 'autoaugment': policy must be one of {', '.join(POLICIES)}, "
                            f"got '{policy}'")
+        if not 0 <= fill <= 255:
+            raise ZooError(f"augment 'autoaugment': fill must be a grey level 0-255, got {fill}")
         self.policy = POLICIES[policy]
-        self.steps = [OpSlot([(op, level, 10, p) for op, p, level in (sub[i] for sub in self.policy)])
-                      for i in range(2)]
+        self.steps = [OpSlot([(op, level, 10, p) for op, p, level in (sub[i] for sub in self.policy)],
+                             fill=fill / 255) for i in range(2)]
 
     def draw(self, n: int, device: torch.device) -> list[Tensor]:
         """Each step's entry index [n] (see OpSlot) for n images."""

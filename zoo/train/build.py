@@ -38,7 +38,7 @@ def build_data(recipe: Recipe, device: torch.device, d: Dist, offline: bool = Fa
     common = dict(device=device, seed=seed, rank=d.rank, world_size=d.world,
                   num_workers=r.num_workers, on_device=r.on_device)
     train_loader = make_loader(train, batch_size=r.batch_size // d.world, train=True,
-                                    repeats=r.repeats, **common)
+                               repeats=r.repeats, passes=r.repeat_mode == "passes", **common)
     if len(train_loader) == 0:
         raise ZooError(f"data.batch_size: {r.batch_size} is larger than the training set "
                        f"({len(train)} images); lower it")

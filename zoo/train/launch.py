@@ -100,6 +100,9 @@ def closing_lines(summary: dict[str, Any], recipe: Recipe, run_dir: Path | None)
             for split in recipe.data.eval_splits if summary.get(f"final_{split}_acc") is not None]
     if summary.get("best_val_acc") is not None:
         accs.append(f"best val acc {summary['best_val_acc']:.4f}")
+    if summary.get("best_test_acc") is not None:
+        accs.append(f"best test acc {summary['best_test_acc']:.4f} (chosen on the test set, "
+                    "as the papers report it)")
     minutes, seconds = divmod(round(summary["wall_time"]), 60)
     lines = [f"done: {'  '.join(accs)}  ({summary['steps']} steps in {minutes}m{seconds:02d}s)"]
     if run_dir is not None:
@@ -138,7 +141,9 @@ def dry_run(recipe: Recipe, init: bool = True) -> str:
     params = sum(p.numel() for p in trainer.model.parameters())
     splits = {"train": trainer.train_data, **trainer.eval_data}
     sizes = " / ".join(f"{len(d)} {split}" for split, d in splits.items())
-    repeats = f" (x{recipe.data.repeats} per epoch)" if recipe.data.repeats > 1 else ""
+    r = recipe.data
+    repeats = "" if r.repeats == 1 else (f" (x{r.repeats} per epoch)" if r.repeat_mode == "copies"
+                                         else f" ({r.repeats} passes per epoch)")
     missing = next((d.missing for d in splits.values() if getattr(d, "missing", None)), None)
     lines = [
         f"recipe:     {recipe.name}",

@@ -12,9 +12,14 @@ from torch import nn
 from zoo.schema import Recipe
 
 
-def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
-    """Linear warmup from lr/warmup to lr, then cosine decay to min_lr (Loshchilov & Hutter 2017)."""
+def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float,
+          warmup_lr: float | None = None) -> float:
+    """Linear warmup, then cosine decay to min_lr (Loshchilov & Hutter 2017). The warmup
+    rises from lr/warmup at the first step to lr, or, with `warmup_lr`, from warmup_lr at
+    step 0 (as Lee et al.'s CosineAnnealingWarmupRestarts does, from its min_lr)."""
     if step < warmup:
+        if warmup_lr is not None:
+            return warmup_lr + (lr - warmup_lr) * step / warmup
         return lr * (step + 1) / warmup
     t = (step - warmup) / max(1, total - warmup)
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
@@ -44,19 +49,21 @@ class EMA:
 
 def make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device,
                    lr_tensor: bool = False) -> torch.optim.Optimizer:
-    """Weight decay on matrices only; norms, biases, tokens and position tables are exempt.
+    """Weight decay on matrices only; norms, biases, tokens and position tables are exempt
+    (`train.decay: all`: on every parameter, as AdamW(model.parameters()) in Lee et al.'s code).
 
     On CUDA, AdamW is the fused kernel; `lr_tensor` makes it capturable in a CUDA graph, its
     learning rate a device tensor that `set_lr` fills in place, so replays follow the
     schedule (AdamW only; PyTorch refuses to capture a step that is not `capturable`).
     """
     t = recipe.train
-    skip = model.no_weight_decay()
+    skip = model.no_weight_decay() if t.decay == "weights" else set()
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
+        exempt = t.decay == "weights" and (p.ndim <= 1 or name in skip)
+        (no_decay if exempt else decay).append(p)
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if t.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=True)

@@ -194,7 +194,7 @@ class Trainer:
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         t = self.recipe.train
-        self.lr = lr_at(self.step, self.total_steps, self.warmup_steps, t.lr, t.min_lr)
+        self.lr = lr_at(self.step, self.total_steps, self.warmup_steps, t.lr, t.min_lr, t.warmup_lr)
         set_lr(self.optimizer, self.lr)
         out = self.runner(images, labels)
         self.step += 1
