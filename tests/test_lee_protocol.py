@@ -104,3 +104,12 @@ def test_the_best_test_accuracy_is_reported_beside_the_final_one(tmp_path):
     assert summary["final_test_acc"] == rows[-1]["test_acc"]
     assert "(chosen on the test set, as the papers report it)" in result.output
     assert not (run / "checkpoints" / "best").exists()
+
+
+def test_random_erasing_fills_with_a_constant_colour_when_asked():
+    discover()
+    op = build("augment", {"random_erasing": {"p": 1.0, "fill": [0.25, 0.5, 0.75]}}, num_classes=2,
+               img_size=16)
+    x, _ = op(torch.zeros(4, 3, 16, 16), torch.zeros(4, 2))
+    erased = x.amax(dim=(2, 3))  # each image has one box of the colour
+    assert torch.allclose(erased, torch.tensor([0.25, 0.5, 0.75]).expand(4, 3))
