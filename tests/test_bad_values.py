@@ -263,8 +263,10 @@ def test_weights_missing_or_extra_tensors(tmp_path):
 
 def good_state() -> dict:
     opt = torch.optim.AdamW(nn.Linear(2, 2).parameters())
-    return {"step": 3, "best_acc": 0.5, "optimizer": opt.state_dict(), "scaler": {},
-            "rng_cpu": torch.get_rng_state(), "rng_cuda": [], "world_size": 1}
+    return {"format": checkpoint.FORMAT, "step": 3, "best_acc": 0.5,
+            "optimizer": opt.state_dict(), "scaler": {}, "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": [], "world_size": 1, "closed_step": 3, "epoch_stats": [0.0] * 5,
+            "epoch_seconds": 0.0, "train_seconds": 1.0, "last_metrics": {}}
 
 
 @pytest.mark.parametrize(

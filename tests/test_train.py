@@ -159,7 +159,7 @@ def test_diffvit_p2_dry_run_and_steps_on_cifar_format(tmp_path, cifar_root):
             "--set", "log.progress=false", "--set", "train.amp=none"]
     dry = CliRunner().invoke(cli, ["run", recipe, "--dry-run", *sets])
     assert dry.exit_code == 0, dry.output
-    assert "256 train / 64 test images (x3 per epoch)" in dry.output and "diff" in dry.output
+    assert "256 train / 64 test images (3 passes per epoch)" in dry.output and "diff" in dry.output
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, ["run", recipe, *sets, "--out", str(out),
                                       "--set", "train.max_steps=2", "--set", "data.batch_size=16",
@@ -176,7 +176,7 @@ def test_cifar_recipes_train_on_all_50k_and_report_the_test_set(tmp_path):
                                    "--set", f"data.root={root}",
                                    "--set", "data.dataset={cifar10: {download: false}}"])
     assert dry.exit_code == 0, dry.output
-    assert "data:       50000 train / 10000 test images (x3 per epoch)" in dry.output
+    assert "data:       50000 train / 10000 test images (3 passes per epoch)" in dry.output
 
 
 def tiny_cifar_run(name: str, out, cifar_root, steps: int, depth: int):
@@ -317,10 +317,10 @@ def test_a_dry_run_without_the_data_downloads_nothing_and_still_sizes_the_run(tm
     dry = CliRunner().invoke(cli, ["run", str(ROOT / "recipes" / "vit_p4.yaml"), "--dry-run",
                                    "--set", f"data.root={root}"])
     assert dry.exit_code == 0, dry.output
-    assert "data:       50000 train / 10000 test images (x3 per epoch), 10 classes (its known " \
+    assert "data:       50000 train / 10000 test images (3 passes per epoch), 10 classes (its known " \
            "size: the files are not here)" in dry.output
     assert f"missing:    cifar10: not found in {root}/" in dry.output and "cifar-10-python.tar.gz" in dry.output
-    assert "schedule:   117100 steps (1171/epoch)" in dry.output and "2.70M parameters" in dry.output
+    assert "schedule:   117100 steps (1171/epoch)" in dry.output and "2.69M parameters, 0.3" in dry.output
     assert not root.exists()
     held_out = CliRunner().invoke(cli, ["run", str(ROOT / "recipes" / "vit_p4.yaml"), "--dry-run",
                                         "--set", f"data.root={root}", "--set", "data.eval_splits=[val]",

@@ -93,12 +93,14 @@ def show(recipe: str, overrides: tuple[str, ...], plugin_paths: tuple[str, ...])
     Checks what `zoo run --dry-run` checks short of reading data: the schema, the plugins
     and their parameters, model.init, that the model builds; figures it could not draw are
     warnings on stderr."""
+    from zoo.model import build_model
     from zoo.recipe import resolve
-    from zoo.train.launch import check
+    from zoo.train.launch import check, model_line
 
     resolved = resolve(recipe, overrides, plugin_paths)
     for line in check(resolved):
         click.echo(f"warning: {line}", err=True)
+    click.echo(f"# {model_line(build_model(resolved.model))} (zoo show)")
     click.echo(resolved.to_yaml(), nl=False)
 
 

@@ -113,6 +113,22 @@ def closing_lines(summary: dict[str, Any], recipe: Recipe, run_dir: Path | None)
     return "\n".join(lines)
 
 
+def model_line(model: Any) -> str:
+    """Parameters and forward FLOPs of one image (torch's FlopCounterMode: 2 per
+    multiply-add of every matmul and convolution), e.g. `2.73M parameters, 0.40 GFLOPs/image`."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = model.cfg
+    was = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, cfg.in_chans, cfg.img_size, cfg.img_size))
+    model.train(was)
+    params = sum(p.numel() for p in model.parameters())
+    return f"{params / 1e6:.2f}M parameters, {counter.get_total_flops() / 1e9:.3g} GFLOPs/image"
+
+
 def check(recipe: Recipe, init: bool = True) -> list[str]:
     """What `zoo show` and `zoo run --dry-run` check past the schema, before any data is
     read: model.init is there (with `init`), the model builds, and each of log.visualizers
@@ -132,13 +148,22 @@ def check(recipe: Recipe, init: bool = True) -> list[str]:
     return warnings
 
 
+def describe_model(recipe: Recipe) -> str:
+    """The arch and the plugins it reads, in a line: `vit: 9 blocks, tokenizer patch, ...`."""
+    m = recipe.model
+    arch = spec_name(m.arch)
+    if arch != "vit":
+        return f"arch {m.arch}"
+    return (f"vit: {m.depth} blocks, tokenizer {m.tokenizer}, attention {m.attention}, "
+            f"posemb {m.posemb}, pool {m.pool}")
+
+
 def dry_run(recipe: Recipe, init: bool = True) -> str:
     """Build data and model (with model.init's weights if `init`) without training; a
     summary of what `zoo run` would do. Nothing is downloaded: absent data is described by
     its known size, with how to get it."""
     skipped = check(recipe, init)
     trainer = Trainer(recipe, None, init=init, offline=True)
-    params = sum(p.numel() for p in trainer.model.parameters())
     splits = {"train": trainer.train_data, **trainer.eval_data}
     sizes = " / ".join(f"{len(d)} {split}" for split, d in splits.items())
     r = recipe.data
@@ -151,8 +176,7 @@ def dry_run(recipe: Recipe, init: bool = True) -> str:
         f"data:       {sizes} images{repeats}, {len(trainer.train_data.classes)} classes"
         + (" (its known size: the files are not here)" if missing else ""),
         *([f"missing:    {missing}"] if missing else []),
-        f"model:      {params / 1e6:.2f}M parameters, {recipe.model.depth} blocks, "
-        f"attention {recipe.model.attention}, posemb {recipe.model.posemb}",
+        f"model:      {model_line(trainer.model)}; {describe_model(recipe)}",
         f"schedule:   {trainer.total_steps} steps ({trainer.steps_per_epoch}/epoch), "
         f"warmup {trainer.warmup_steps}, batch {recipe.data.batch_size}, amp {recipe.train.amp}",
         f"step:       {trainer.runner.mode()}",
