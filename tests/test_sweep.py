@@ -320,3 +320,24 @@ def test_plugins_given_to_a_sweep_reach_every_cell(tmp_path):
     assert shown.exit_code == 0, shown.output
     commands = [line for line in shown.output.splitlines() if "-m zoo run" in line]
     assert len(commands) == 2 and all(f"--plugins {plugin}" in c for c in commands)
+
+
+def test_a_cell_may_start_from_a_recipe_of_its_own(tmp_path):
+    """`recipe:` in a cells entry: that cell's run starts from it (the zoo of published
+    models: each its own recipe), `set:` and the cell's overrides on top; the name stays."""
+    (tmp_path / "other.yaml").write_text(BASE.replace("name: tiny", "name: other").replace(
+        "depth: 1", "depth: 2"))
+    path = write_sweep(tmp_path, "base: base.yaml\nset: {train.epochs: 2}\ncells:\n  plain: {}\n"
+                                 "  own: {recipe: other.yaml, model.heads: 4}\n")
+    sweep = load_sweep(path)
+    assert [c.name for c in sweep.cells] == ["plain", "own"]
+    assert sweep.cells[0].start(sweep) == tmp_path / "base.yaml"
+    assert sweep.cells[1].start(sweep) == tmp_path / "other.yaml"
+    assert "recipe" not in sweep.cells[1].overrides
+    recipe = resolve(str(sweep.cells[1].start(sweep)), tuple(cell_overrides(sweep, sweep.cells[1])))
+    assert (recipe.name, recipe.model.depth, recipe.model.heads, recipe.train.epochs) == ("other", 2, 4, 2)
+    cmd = sweep_mod.command(sweep, sweep.cells[1], tmp_path / "out" / "own", "new", ())
+    assert str(tmp_path / "other.yaml") in " ".join(cmd) or "other.yaml" in " ".join(cmd)
+    bad = write_sweep(tmp_path, "base: base.yaml\ncells:\n  x: {recipe: missing.yaml}\n")
+    with pytest.raises(ZooError, match=r"cells: recipe: 'missing.yaml' is not a recipe file"):
+        load_sweep(bad)

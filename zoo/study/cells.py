@@ -8,6 +8,7 @@ A sweep file (YAML; paths relative to it):
     cells:                            # optional: alternatives, {name: overrides} or a list
       vit: {}
       diffvit: {model.attention: diff, model.heads: 6}
+      swin: {recipe: ../swin_lee.yaml}  # a cell may start from a recipe of its own
     grid:                             # optional: cartesian product of dotted keys
       model.patch_size: [2, 4, 8]       # a list, or {label: value} to name the values
 
@@ -41,6 +42,11 @@ ORDER_FILE = "sweep.json"  # in OUT: the sweep that made the cells, and their or
 class Cell:
     name: str
     overrides: dict[str, Any]  # dotted recipe key -> value, from `cells` then `grid`
+    recipe: Path | None = None  # its own recipe (`recipe:` in its cells entry), else the base
+
+    def start(self, sweep: Sweep) -> Path:
+        """The recipe file this cell's run starts from."""
+        return self.recipe or sweep.base
 
 
 @dataclass
@@ -80,10 +86,13 @@ def load_sweep(path: str | Path) -> Sweep:
         raise ZooError(f"{path}: nothing to sweep; add grid: {{KEY: [values]}} or cells: [...]")
     fixed = _overrides(data.get("set") or {}, f"{path}: set")
     named = _cells(data["cells"], path) if "cells" in data else [(None, {})]
+    recipes = [_own_recipe(c, path) for _, c in named]  # takes `recipe:` out of the overrides
     grid = _grid(data["grid"], path) if "grid" in data else [({}, {})]
-    combos = [(n, c, g, labels) for (n, c), (g, labels) in itertools.product(named, grid)]
+    pairs = list(itertools.product(zip(named, recipes, strict=True), grid))
+    combos = [(n, c, g, labels) for ((n, c), _), (g, labels) in pairs]
     names = cell_names(combos, path)
-    cells = [Cell(n, {**c, **g}) for n, (_, c, g, _) in zip(names, combos, strict=True)]
+    cells = [Cell(name, {**c, **g}, own) for name, (((_, c), own), (g, _)) in
+             zip(names, pairs, strict=True)]
     return Sweep(name, path, base_path, fixed, cells)
 
 
@@ -110,6 +119,17 @@ def _cells(value: Any, path: Path) -> list[tuple[str | None, dict[str, Any]]]:
         if name is not None and (not name or UNSAFE.search(name)):
             raise ZooError(f"{path}: cells: name '{name}' must be letters, digits and _.=+,- only")
     return [(n, _overrides(v or {}, f"{path}: cells: {n or i}")) for i, (n, v) in enumerate(items)]
+
+
+def _own_recipe(overrides: dict[str, Any], path: Path) -> Path | None:
+    """A cell's `recipe:` (relative to the sweep file), removed from its overrides."""
+    if "recipe" not in overrides:
+        return None
+    own = overrides.pop("recipe")
+    if not isinstance(own, str) or not (recipe := find_recipe(path.parent / own)).is_file():
+        raise ZooError(f"{path}: cells: recipe: {own!r} is not a recipe file (paths are "
+                       "relative to the sweep file)")
+    return Path(os.path.normpath(recipe))
 
 
 def _grid(value: Any, path: Path) -> list[tuple[dict[str, Any], dict[str, str]]]:

@@ -67,7 +67,7 @@ def command(sweep: Sweep, cell: Cell, run_dir: Path, state: str, extra: tuple[st
     if state == "resume":
         return [*zoo, "--resume", str(run_dir), *given]
     sets = [a for o in cell_overrides(sweep, cell, extra) for a in ("--set", o)]
-    return [*zoo, _shell_path(sweep.base), *sets, *given, "--out", str(run_dir)]
+    return [*zoo, _shell_path(cell.start(sweep)), *sets, *given, "--out", str(run_dir)]
 
 
 def check(sweep: Sweep, out: Path, extra: tuple[str, ...],
@@ -81,7 +81,7 @@ def check(sweep: Sweep, out: Path, extra: tuple[str, ...],
     states = {}
     for cell in sweep.cells:
         try:
-            recipe = resolve(str(sweep.base), tuple(cell_overrides(sweep, cell, extra)), plugins)
+            recipe = resolve(str(cell.start(sweep)), tuple(cell_overrides(sweep, cell, extra)), plugins)
         except ZooError as e:
             raise ZooError(f"{sweep.path}: cell {cell.name}: {e}") from e
         run_dir = out / cell.name
