@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_registry import write_plugin
+from tests.helpers import write_plugin
 from zoo import catalog, registry
 from zoo.errors import ZooError
 

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import ROOT
+from tests.helpers import assert_one_line_error
 from zoo.cli import cli
 from zoo.registry import builtin_dir
 
@@ -38,16 +39,6 @@ def run_zoo(zoo_exe, *args, env=None, cwd=None):
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([zoo_exe, *args], capture_output=True, text=True, env=full_env,
                           cwd=cwd, timeout=120)
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 2 if hasattr(result, "returncode") else result.exit_code == 2
-    err = result.stderr
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for f in fragments:
-        assert f in lines[0], lines[0]
 
 
 def test_help_lists_commands():
@@ -173,7 +164,7 @@ def test_show_resolves_overrides():
 def test_show_checks_what_a_dry_run_checks(command, tmp_path):
     """One validation for both: a device name zoo does not know, a plugin whose constructor
     refuses its value, and a figure the model cannot serve (a warning: training skips it)."""
-    from tests.test_readme import readme_plugin
+    from tests.helpers import readme_plugin
 
     quickstart = str(ROOT / "recipes" / "quickstart.yaml")
     device = CliRunner().invoke(cli, [*command, quickstart, "--set", "train.device=gpu"])

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner, Result
 from zoo_tools.clip_common import images, models, zeroshot
 from zoo_tools.clip_common.settings import ClipOptions
 from zoo_tools.compare import architecture, evaluation, galleries, labels, predict
@@ -27,7 +26,7 @@ from zoo_tools.compare import run as compare_run
 import zoo.cli
 import zoo.io
 from tests.conftest import ROOT
-from zoo.cli import cli
+from tests.helpers import record_atomic_writes, zoo_cli
 from zoo.errors import ZooError
 
 clip = models.tool_package("clip")  # through clip_common, which silences openai-clip's pkg_resources warning
@@ -64,25 +63,6 @@ def _folder(tmp_path: Path, photos: dict[str, Path], layout: dict[str, str]) -> 
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(photos[name].read_bytes())
     return root
-
-
-def record_atomic_writes(monkeypatch, *modules) -> list[Path]:
-    """Every path written from now on through zoo.io.atomic_write (directly or by write_json)."""
-    written: list[Path] = []
-    real = zoo.io.atomic_write
-
-    def spy(path: Path, data: bytes | str) -> None:
-        written.append(Path(path))
-        real(path, data)
-
-    for module in (zoo.io, *modules):
-        monkeypatch.setattr(module, "atomic_write", spy)
-    return written
-
-
-def zoo_cli(*args: str) -> Result:
-    """`zoo ARGS` as a user runs it, in this process (so that tests can shrink the models)."""
-    return CliRunner().invoke(cli, list(args), prog_name="zoo")
 
 
 def _one_line_error(argv: list[str]) -> str:

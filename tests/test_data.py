@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import pickle
 import sys
 import tarfile
 import urllib.error
@@ -14,14 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.helpers import CIFAR10_NAMES, dump, write_cifar10
 from zoo.data import FolderData, TensorData, build_datasets, normalize, to_float
 from zoo.errors import ZooError
 from zoo.loaders import DeviceLoader, MapLoader, epoch_order, make_loader
 from zoo.registry import builtin_dir, load_file, registry
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
-CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                 "ship", "truck"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -30,28 +28,6 @@ def plugins():
     for kind in ("dataset", "augment"):
         for f in sorted((builtin_dir() / kind).glob("*.py")):
             load_file(f)
-
-
-def dump(path: Path, obj: dict) -> None:
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)
-
-
-def write_cifar10(root: Path, n: int = 20) -> dict[str, np.ndarray]:
-    """CIFAR-10's python layout: five training batches, a test batch, batches.meta."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    written = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-        labels = [int(v) for v in rng.integers(0, 10, n)]
-        dump(folder / name, {"batch_label": f"{name} of 6", "labels": labels, "data": data,
-                             "filenames": [f"img_{i}.png" for i in range(n)]})
-        written[name] = (data, labels)
-    dump(folder / "batches.meta", {"num_cases_per_batch": n, "label_names": CIFAR10_NAMES,
-                                   "num_vis": 3072})
-    return written
 
 
 def write_cifar100(root: Path, n: int = 30) -> None:

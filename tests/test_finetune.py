@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
 from tests.conftest import ROOT
-from tests.test_cli import assert_one_line_error
+from tests.helpers import assert_one_line_error
 from zoo import checkpoint
 from zoo.cli import cli
 from zoo.finetune import init_weights, match

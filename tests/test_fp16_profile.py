@@ -16,7 +16,7 @@ from zoo_tools.fp16 import environment, impact, measure, report, settings
 from zoo_tools.fp16 import run as fp16_run
 
 from tests.conftest import ROOT
-from tests.test_clip_vs_resnet import record_atomic_writes, zoo_cli
+from tests.helpers import record_atomic_writes, zoo_cli
 from zoo.errors import ZooError
 
 TINY = models.ClipArch(embed_dim=32, image_resolution=32, vision_layers=(1, 1, 1, 1), vision_width=8,

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
 import torch
 from click.testing import CliRunner
 
-from tests.conftest import ROOT
+from tests.helpers import readme_plugin
 from zoo.cli import cli
 from zoo.model import build_model
 from zoo.registry import discover
-
-
-def readme_plugin(tmp_path):
-    text = (ROOT / "README.md").read_text()
-    code = re.search(r"```python\n(# plugins/attention/linear_mix\.py\n.*?)```", text, re.S)
-    path = tmp_path / "linear_mix.py"
-    path.write_text(code.group(1))
-    return path
 
 
 def test_readme_plugin_is_listed_and_builds(tmp_path):

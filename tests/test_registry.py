@@ -4,30 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.helpers import PLUGIN, write_plugin
 from zoo import registry
 from zoo.errors import ZooError
 from zoo.registry import build, discover, register
-
-PLUGIN = '''
-from zoo.registry import register
-
-
-@register("attention", "{name}")
-class Custom:
-    """A test attention that records what it was given."""
-
-    def __init__(self, dim: int, heads: int, scale: float = 1.0, causal: bool = False):
-        self.dim, self.heads, self.scale, self.causal = dim, heads, scale, causal
-
-    def __call__(self, x, return_attn=False):
-        n = x.shape[1]
-        return (x, {{"attn": x.new_ones(x.shape[0], self.heads, n, n) / n}}) if return_attn else x
-'''
-
-
-def write_plugin(path, name="custom_attn"):
-    path.write_text(PLUGIN.format(name=name))
-    return path
 
 
 def test_build_passes_accepted_context_and_checked_params(tmp_path):

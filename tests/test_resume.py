@@ -15,6 +15,7 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
+from tests.helpers import stop_at
 from zoo import checkpoint
 from zoo.cli import cli
 from zoo.io import read_jsonl
@@ -308,20 +309,6 @@ def test_ddp_two_processes_gloo_then_resume_in_one(tmp_path):
 
 
 # --------------------------------------------------------------------------- signals at epoch ends
-
-
-def stop_at(trainer, step: int) -> None:
-    """A signal arrives during step `step` (1-based): the trainer stops right after it."""
-    from zoo.train import trainer as trainer_module
-
-    real = trainer_module.Trainer._stop_requested
-
-    def stop(self) -> bool:
-        if self.step == step:
-            self._signal = signal.SIGINT
-        return real(self)
-
-    trainer._stop_requested = stop.__get__(trainer)
 
 
 def trainer_for(tmp_path: Path, epochs: int):

@@ -8,8 +8,7 @@ import json
 from click.testing import CliRunner
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.test_readme import readme_plugin
-from tests.test_train import tiny_recipe
+from tests.helpers import readme_plugin, tiny_recipe
 from zoo.cli import cli
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from tests.test_train import tiny_recipe
+from tests.helpers import tiny_recipe
 from zoo import checkpoint, registry
 from zoo.cli import cli
 from zoo.recipe import load_recipe

@@ -13,30 +13,11 @@ from click.testing import CliRunner
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import ROOT
-from tests.test_data import write_cifar10
+from tests.helpers import tiny_recipe, write_cifar10
 from zoo.cli import cli
 from zoo.train.optim import lr_at, soft_cross_entropy
 
 STEP_TAGS = ("step/loss", "step/lr", "step/grad_norm")
-
-TINY = """
-name: tiny
-model: {{dim: 32, depth: 2, heads: 2, attention: {attention}, posemb: learned_1d}}
-data:
-  dataset: {{shapes: {{train_size: 512, val_size: 256, test_size: 256}}}}
-  batch_size: 64
-  eval_batch_size: 256
-  augment: {augment}
-train: {{epochs: 2, lr: 2.0e-3, warmup_epochs: 0.5, seed: 0}}
-log: {{progress: false}}
-"""
-
-
-def tiny_recipe(tmp_path, attention="mhsa", augment="[hflip]"):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(TINY.format(attention=attention, augment=augment))
-    return path
-
 
 def test_lr_warmup_then_cosine_to_min():
     lrs = [lr_at(s, total=100, warmup=10, lr=1.0, min_lr=0.01) for s in range(100)]
