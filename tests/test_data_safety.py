@@ -1,4 +1,4 @@
-"""Data never runs code (DESIGN.md): CIFAR archives and pickles, image files, labels.csv.
+"""Data never runs code, only plugin files do: CIFAR archives and pickles, image files, labels.csv.
 
 Every hostile file is built in tmp_path; whatever it would write if obeyed lands in tmp_path
 too, so a regression fails a test without harming the machine.

@@ -1,4 +1,4 @@
-"""The package's shape (DESIGN.md "Layers", docs/architecture.md): imports point one way,
+"""The package's shape (docs/architecture.md): imports point one way,
 down the layers, function-level imports included; modules and functions stay small. zoo/ is
 held to its layers; plugins/ sit above model/data; tools/ sit on top, and zoo imports neither."""
 

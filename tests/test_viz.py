@@ -3,6 +3,7 @@ what the trained quickstart model attends to, `zoo viz` on runs, timm models and
 
 from __future__ import annotations
 
+import json
 import struct
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from PIL import Image
 from tests.conftest import ROOT
 from zoo import checkpoint
 from zoo.cli import cli
-from zoo.data import build_datasets, load_image, model_input
+from zoo.data import build_datasets, describe, load_image, model_input
 from zoo.errors import ZooError
 from zoo.model import build_model
 from zoo.recipe import load_recipe
@@ -294,6 +295,8 @@ def diff_run(tmp_path) -> Path:
     run.mkdir()
     (run / "recipe.yaml").write_text(recipe.to_yaml())
     discover()
+    shapes = build_datasets({"shapes": {"train_size": 10}}, ["train"], 32, "data")["train"]
+    (run / "data.json").write_text(json.dumps(describe(shapes)))  # as a run writes it
     checkpoint.save(run / "checkpoints", 0, build_model(recipe.model).state_dict(), {})
     return run
 
@@ -361,6 +364,7 @@ def test_compare_tells_runs_of_one_recipe_apart(diff_run, tmp_path):
     mhsa = recipe.to_dict()
     mhsa["model"]["attention"] = "mhsa"
     (other / "recipe.yaml").write_text(yaml.safe_dump(mhsa))
+    shutil.copy(diff_run / "data.json", other / "data.json")
     checkpoint.save(other / "checkpoints", 0, build_model(mhsa["model"]).state_dict(), {})
     _, columns = compared_labels(a, load_subject(RunRef(other), need_images=False))
     assert columns[1:] == ["A: quickstart (diff)", "B: quickstart (mhsa)"]

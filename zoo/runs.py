@@ -221,13 +221,12 @@ def load_checkpoint(ref: RunRef) -> tuple[ViT, Recipe, Path, Path]:
 
 def trained_on(run: Path, recipe: Recipe) -> dict[str, Any]:
     """Class names and normalisation of the run's training data (data.describe): from the
-    run's DATA_FILE, so that images need no dataset on disk; runs made before it existed
-    read their training split instead."""
+    run's DATA_FILE, written when it starts, so that images need no dataset on disk."""
     path = run / data.DATA_FILE
     if not path.exists():
-        train = data.build_datasets(recipe.data.dataset, ["train"], recipe.model.img_size,
-                                    recipe.data.root)["train"]
-        return data.describe(train)
+        raise ZooError(f"{path}: missing; a run writes it when it starts (the classes and the "
+                       "normalisation its model was trained with), so this folder is not a "
+                       "complete run of this zoo: copy the whole run folder")
     try:
         info = json.loads(path.read_text())
         ok = (isinstance(info, dict) and all(isinstance(info.get(k), list) for k in
@@ -237,6 +236,6 @@ def trained_on(run: Path, recipe: Recipe) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         ok = False
     if not ok:
-        raise ZooError(f"{path}: not a valid {data.DATA_FILE} (classes, mean, std); delete it "
-                       "and the run's training data will be read instead")
+        raise ZooError(f"{path}: not a valid {data.DATA_FILE} (classes, mean, std); it is "
+                       "written when the run starts: copy it from the run as it was made")
     return info
