@@ -18,8 +18,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from tests.conftest import ROOT
-from tests.helpers import assert_one_line_error
-from tests.test_resume import stop_at
+from tests.helpers import assert_one_line_error, stop_at
 from zoo import checkpoint
 from zoo.cli import cli
 from zoo.errors import ZooError

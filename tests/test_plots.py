@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_report import make_run
+from tests.helpers import make_run
 from zoo.study.plots import figures
 from zoo.study.report import table
 from zoo.study.results import find_runs

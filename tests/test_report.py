@@ -6,48 +6,20 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
-from tests.test_sweep import BASE
+from tests.helpers import BASE, make_run
 from zoo.cli import cli
 from zoo.errors import ZooError
-from zoo.schema import Recipe
 from zoo.study import sweep as sweep_mod
 from zoo.study.cells import Cell, Sweep, record_order
 from zoo.study.report import write_report
 from zoo.study.results import find_runs, readable
 
 PLOTS = ["val_acc.png", "acc_vs_model.patch_size.png", "acc_vs_params.png", "acc_vs_throughput.png"]
-
-
-def make_run(path: Path, patch: int, accs: list[float], finished: bool, test_acc: float | None = None,
-             **keys: object) -> None:
-    """A run as `zoo run` leaves it; `keys` set more of its recipe, e.g. model__heads=2."""
-    recipe = Recipe()
-    recipe.model.patch_size = patch
-    recipe.data.augment = ["hflip"]
-    for key, value in keys.items():
-        section, name = key.split("__")
-        setattr(getattr(recipe, section), name, value)
-    path.mkdir(parents=True)
-    (path / "recipe.yaml").write_text(recipe.to_yaml())
-    (path / "env.json").write_text(json.dumps({"gpus": [], "cpu_count": 2}))
-    rows = [{"epoch": i + 1, "step": 10 * (i + 1), "train_loss": 1.0, "train_acc": a, "grad_norm": 1.0,
-             "img_per_s": 100.0 * patch, "steps": 10, "val_loss": 1.0, "val_acc": a, "lr": 1e-3,
-             "time": 5.0 * (i + 1)} for i, a in enumerate(accs)]
-    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"epoch": 9, "va')
-    if finished:
-        (path / "summary.json").write_text(json.dumps({
-            "status": "finished", "steps": 10 * len(accs), "epochs": len(accs), "params": 1000 * patch,
-            "best_val_acc": max(accs), "final_val_acc": accs[-1], "final_val_loss": 1.0,
-            "img_per_s": 100.0 * patch, "wall_time": 5.0 * len(accs),
-        }))
-    if test_acc is not None:
-        (path / "eval_test.json").write_text(json.dumps({"split": "test", "acc": test_acc}))
 
 
 @pytest.fixture

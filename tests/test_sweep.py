@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import ROOT
+from tests.helpers import BASE
 from zoo.cli import cli
 from zoo.errors import ZooError
 from zoo.recipe import load_recipe, parse_override, resolve, yaml_value
@@ -23,13 +24,6 @@ from zoo.study import sweep as sweep_mod
 from zoo.study.cells import cell_order, cell_overrides, load_sweep
 from zoo.study.sweep import SweepInterrupted, check, run_sweep
 
-BASE = """\
-name: tiny
-model: {dim: 32, depth: 1, heads: 2, mlp_ratio: 2}
-data: {dataset: {shapes: {train_size: 64, val_size: 64}}, batch_size: 32, augment: []}
-train: {epochs: 1}
-log: {progress: false, tensorboard: false}
-"""
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_.=+,-]+$")
 
 
