@@ -503,3 +503,17 @@ def test_timm_source_offline_fails_fast_or_reads_the_cache(tmp_path, monkeypatch
     result = CliRunner().invoke(cli, args)  # downloaded before, offline now
     assert result.exit_code == 0, result.output
     assert result.stdout.split() == [str(tmp_path / "out" / "rollout.png")]
+
+
+def test_heat_maps_scale_per_panel_or_per_image_and_say_which():
+    """`scale: image` divides every panel of an image by the largest value of its panels, so a
+    near-uniform head stays dim beside a sharp one; `panel` makes each span the colours."""
+    from zoo.viz.figures import RELATIVE, SHARED, scale_maps
+
+    maps = torch.zeros(1, 2, 2, 2)
+    maps[0, 0] = torch.tensor([[1.0, 0.0], [0.0, 0.0]])  # sharp
+    maps[0, 1] = torch.full((2, 2), 0.25)  # uniform
+    panel, label = scale_maps(maps, "panel")
+    assert label == RELATIVE and panel[0, 1].max() == 1.0
+    image, label = scale_maps(maps, "image")
+    assert label == SHARED and image[0, 0].max() == 1.0 and image[0, 1].max() == 0.25
