@@ -84,7 +84,7 @@ def test_gpu_check_runs_every_stage_quick_on_the_cpu(tmp_path):
         "recipes/vit_p4.yaml", "recipes/diffvit_p4.yaml"]
     run = stages["zoo_run"]
     assert run["summary"]["status"] == "finished" and run["epochs_at_kill"] >= 1
-    assert run["test_acc"][-1] > 0.2 and run["viz_pngs"]  # learnable data: above chance (0.1)
+    assert run["test_acc"][-1] > 0.15 and run["viz_pngs"]  # learnable data: above chance (0.1)
     assert {r["mode"] for r in stages["fp16_profile"]["latency"]} == {"fp32", "amp-bf16"}
     md = (out / "gpu_check.md").read_text()
     for name in gpu_check.STAGES:

@@ -331,7 +331,7 @@ def test_plugins_describe_themselves_for_zoo_list() -> None:
     info = {p.name: p.describe() for p in registry.registry("posemb").plugins.values()}
     assert set(info) >= {"none", "learned_1d", "learned_2d", "sinusoidal"}
     assert info["sinusoidal"]["params"] == {"dims": 2, "temperature": 10000.0}
-    assert info["learned_1d"]["params"] == {}
+    assert info["learned_1d"]["params"] == {"std": 0.02}
     diff = registry.registry("attention").get("diff").describe()
     assert diff["params"] == {"lambda_init": None}
     assert "Differential" in diff["doc"]
