@@ -398,3 +398,16 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_weights(sl_run, tmp_pat
                ["optimizer"]["state"] for r in (stopped, sl_run)]
     for k in moments[1]:
         assert torch.equal(moments[0][k]["exp_avg_sq"], moments[1][k]["exp_avg_sq"]), k
+
+
+def test_an_odd_grid_merges_as_timms_with_a_zero_row_and_column():
+    """The quickstart's shape under Swin-T's four stages: 4x4 tokens, then 2, 1 and 1 (the
+    last merging pads the 1x1 grid to 2x2 with zeros), every window clamped to its grid."""
+    from timm.models.swin_transformer import SwinTransformer
+    tm = scrambled(SwinTransformer(img_size=32, patch_size=8, embed_dim=8, depths=(1, 1, 1, 1),
+                                   num_heads=(1, 1, 2, 2), window_size=7, num_classes=3)).eval()
+    ours = swin_module().from_timm(tm).eval()
+    assert [s.blocks[0].attn.res for s in ours.layers] == [4, 2, 1, 1]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), tm(x), rtol=0, atol=1e-5)

@@ -63,6 +63,12 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
+def even(x: Tensor) -> Tensor:
+    """A grid [B, H, W, C] with a zero row / column added where H / W is odd (as timm's merging)."""
+    h, w = x.shape[1] % 2, x.shape[2] % 2
+    return F.pad(x, (0, 0, 0, w, 0, h)) if h or w else x  # F.pad copies even when it adds nothing
+
+
 class PatchMerging(nn.Module):
     """2x2 neighbouring tokens -> one of twice the channels (Liu et al. 2021, Sec. 3.1): the
     four concatenated as x0 (0, 0), x1 (1, 0), x2 (0, 1), x3 (1, 1) (row, column offsets),
@@ -75,7 +81,7 @@ class PatchMerging(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: [B, H, W, C] -> [B, ceil(H/2), ceil(W/2), 2C]."""
-        x = F.pad(x, (0, 0, 0, x.shape[2] % 2, 0, x.shape[1] % 2))
+        x = even(x)
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
         return self.reduction(self.norm(x))
 
@@ -91,7 +97,7 @@ class TokenMerging(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: [B, H, W, C] -> [B, ceil(H/2), ceil(W/2), 2C]."""
-        x = F.pad(x, (0, 0, 0, x.shape[2] % 2, 0, x.shape[1] % 2))
+        x = even(x)
         return self.tokens(x.permute(0, 3, 1, 2))
 
 
