@@ -162,6 +162,8 @@ class Swin(nn.Module):
     - embed_dim: stage 0's width, doubled by each merging; depths, heads: per stage
     - window: tokens per window side; every other block shifts by window // 2
     - ape: an absolute position table (trunc_normal 0.02) added to the embedded patches
+    model.dropout drops after the embedding, the attention's projection and in the MLP (the
+    paper's drop_rate), model.attn_dropout the attention probabilities.
     Init as timm and the paper's code: Linear trunc_normal 0.02 with zero bias, conv and norm
     PyTorch's (Lee et al. keep PyTorch's default Linear init). LayerNorm eps 1e-5.
     """
@@ -263,7 +265,8 @@ def _load(model: nn.Module, state: dict[str, Tensor], rules: list[tuple[str, str
 
 def to_timm(model: Swin) -> nn.Module:
     """timm's `SwinTransformer` holding `model`'s weights (its logits); a one-line error for
-    what timm's cannot hold (an absolute table, SPT, LSA, a constant drop-path rate)."""
+    what timm's cannot hold (an absolute table, SPT, LSA, a constant drop-path rate). timm
+    has no dropout after the embedding: with model.dropout, training draws differ there."""
     from timm.models.swin_transformer import SwinTransformer
 
     cfg = model.cfg
