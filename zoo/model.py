@@ -29,6 +29,7 @@ from zoo import registry
 from zoo.errors import ZooError
 from zoo.kinds import NEEDS, Attention, Pool, PosEmb, Tokenizer
 from zoo.layers import MLP, DropPath
+from zoo.layers.init import init_linears
 from zoo.schema import ModelConfig, from_dict
 
 LN_EPS = 1e-6  # model.norm_eps's default, as in the ViT reference code (big_vision) and timm
@@ -99,14 +100,7 @@ class ViT(nn.Module):
             nn.init.normal_(self.cls_token)
         elif self.cls_token is not None:
             nn.init.trunc_normal_(self.cls_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                if scheme == "xavier":
-                    nn.init.xavier_normal_(m.weight)
-                else:
-                    nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        init_linears(self, scheme)
 
     def encode(self, img: Tensor, maps: list[dict[str, Tensor]] | None = None) -> Tensor:
         """Images [B, C, H, W] -> tokens [B, prefix + N, dim] after the last block (before

@@ -29,6 +29,7 @@ from zoo import registry
 from zoo.errors import ZooError
 from zoo.kinds import NEEDS
 from zoo.layers import MLP, DropPath, resize_grid
+from zoo.layers.init import init_linears
 from zoo.layers.talking_heads import ClassAttention, TalkingHeadsAttention
 from zoo.model import LN_EPS
 from zoo.registry import register
@@ -159,11 +160,7 @@ class CaiT(nn.Module):
         self.head = nn.Linear(dim, cfg.num_classes) if cfg.num_classes else nn.Identity()
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        for m in self.modules():  # the tokenizer's and the talking heads' too (as timm)
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        init_linears(self)  # the tokenizer's and the talking heads' too (as timm)
 
     def forward(self, img: Tensor) -> Tensor:
         """Images [B, C, H, W] -> logits [B, num_classes] (features if num_classes is 0)."""

@@ -28,6 +28,7 @@ from zoo import registry
 from zoo.errors import ZooError
 from zoo.kinds import NEEDS
 from zoo.layers import MLP, DropPath
+from zoo.layers.init import init_linears
 from zoo.layers.window import WindowAttention
 from zoo.registry import register
 from zoo.schema import ModelConfig
@@ -204,11 +205,7 @@ class Swin(nn.Module):
         self.head = nn.Linear(dim, cfg.num_classes) if cfg.num_classes else nn.Identity()
         if self.absolute_pos_embed is not None:
             nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
-        for m in self.modules():  # the tokenizer's Linear too
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        init_linears(self)  # the tokenizer's Linear too
 
     def forward(self, img: Tensor) -> Tensor:
         """Images [B, C, H, W] -> logits [B, num_classes] (features if num_classes is 0)."""
