@@ -176,3 +176,24 @@ def stop_at(trainer, step: int) -> None:
         return real(self)
 
     trainer._stop_requested = stop.__get__(trainer)
+
+
+def assert_exports_match(run: Path, tmp_path: Path, x) -> None:
+    """`zoo export` to TorchScript and ONNX: each file gives the run's logits on `x`."""
+    import onnxruntime
+    import torch
+
+    from zoo.runs import RunRef, load_checkpoint
+
+    model, _, _, _ = load_checkpoint(RunRef(run))
+    with torch.no_grad():
+        want = model(x)
+    ts, onnx = tmp_path / "m.pt", tmp_path / "m.onnx"
+    for fmt, path in (("torchscript", ts), ("onnx", onnx)):
+        result = CliRunner().invoke(cli, ["export", str(run), "--format", fmt, "--out", str(path)])
+        assert result.exit_code == 0, result.output
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(str(ts))(x), want, rtol=1e-5, atol=1e-5)
+    session = onnxruntime.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    torch.testing.assert_close(torch.from_numpy(got), want, rtol=1e-4, atol=1e-4)

@@ -18,14 +18,13 @@ from safetensors.torch import load_file
 from torch import nn
 
 from tests.conftest import ROOT
-from tests.helpers import assert_one_line_error, stop_at
+from tests.helpers import assert_exports_match, assert_one_line_error, stop_at
 from zoo import checkpoint
 from zoo.cli import cli
 from zoo.errors import ZooError
 from zoo.finetune import init_weights
 from zoo.kinds import NEEDS
 from zoo.model import build_model
-from zoo.runs import RunRef, load_checkpoint
 from zoo.schema import ModelConfig
 
 QUICKSTART = str(ROOT / "recipes" / "quickstart.yaml")
@@ -191,22 +190,8 @@ def test_zoo_eval_gives_the_runs_own_val_accuracy(run):
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_export_torchscript_and_onnx_give_the_models_logits(run, tmp_path):
-    import onnxruntime
-
     out, _ = run
-    model, _, _, _ = load_checkpoint(RunRef(out))
-    x = torch.randn(3, 3, 32, 32)
-    with torch.no_grad():
-        want = model(x)
-    ts, onnx = tmp_path / "m.pt", tmp_path / "m.onnx"
-    for fmt, path in (("torchscript", ts), ("onnx", onnx)):
-        result = CliRunner().invoke(cli, ["export", str(out), "--format", fmt, "--out", str(path)])
-        assert result.exit_code == 0, result.output
-    with torch.no_grad():
-        torch.testing.assert_close(torch.jit.load(str(ts))(x), want, rtol=1e-5, atol=1e-5)
-    session = onnxruntime.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
-    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-    torch.testing.assert_close(torch.from_numpy(got), want, rtol=1e-4, atol=1e-4)
+    assert_exports_match(out, tmp_path, torch.randn(3, 3, 32, 32))
 
 
 RESUME = ["model.arch={resnet18: {width: 8}}", "train.epochs=2", "data.batch_size=32",

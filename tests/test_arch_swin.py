@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from tests.conftest import ROOT
-from tests.helpers import assert_one_line_error, stop_at
+from tests.helpers import assert_exports_match, assert_one_line_error, stop_at
 from zoo import checkpoint, registry
 from zoo.cli import cli
 from zoo.errors import ZooError
@@ -27,7 +27,6 @@ from zoo.kinds import NEEDS
 from zoo.layers import DropPath
 from zoo.layers.window import WindowAttention, relative_position_index, shift_mask
 from zoo.model import build_model
-from zoo.runs import RunRef, load_checkpoint
 
 QUICKSTART = str(ROOT / "recipes" / "quickstart.yaml")
 SMALL_DATA = "data.dataset={shapes: {train_size: 256, val_size: 64}}"
@@ -353,23 +352,9 @@ def test_zoo_eval_gives_the_runs_own_val_accuracy(run):
 def test_export_torchscript_and_onnx_give_the_models_logits(which, request, tmp_path):
     """Both formats, at another batch size than the export's example: Swin-T as the quickstart
     builds it, and the small SL-Swin with shifted windows (a mask per window), LSA and SPT."""
-    import onnxruntime
-
     out = request.getfixturevalue(which)
     out = out[0] if isinstance(out, tuple) else out
-    model, _, _, _ = load_checkpoint(RunRef(out))
-    x = torch.randn(3, 3, 32, 32)
-    with torch.no_grad():
-        want = model(x)
-    ts, onnx = tmp_path / "m.pt", tmp_path / "m.onnx"
-    for fmt, path in (("torchscript", ts), ("onnx", onnx)):
-        result = CliRunner().invoke(cli, ["export", str(out), "--format", fmt, "--out", str(path)])
-        assert result.exit_code == 0, result.output
-    with torch.no_grad():
-        torch.testing.assert_close(torch.jit.load(str(ts))(x), want, rtol=1e-5, atol=1e-5)
-    session = onnxruntime.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
-    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-    torch.testing.assert_close(torch.from_numpy(got), want, rtol=1e-4, atol=1e-4)
+    assert_exports_match(out, tmp_path, torch.randn(3, 3, 32, 32))
 
 
 def test_an_interrupted_run_resumes_to_the_uninterrupted_weights(sl_run, tmp_path):

@@ -194,7 +194,7 @@ def build_model(cfg: ModelConfig | dict[str, Any]) -> nn.Module:
     if refused:
         name = registry.spec_name(model_cfg.arch)
         raise ZooError(f"model.{refused[0]}: arch '{name}' takes no {refused[0]} plugin (it "
-                       f"reads {', '.join(registry.registry('arch').get(name).obj.uses)}); "
+                       f"reads {', '.join(registry.registry('arch').get(name).obj.uses) or 'only the image and class sizes'}); "
                        f"drop model.{refused[0]} or use an arch that takes it (zoo list arch)")
     return registry.build("arch", model_cfg.arch, path="model.arch", cfg=model_cfg)
 
